@@ -1,0 +1,201 @@
+"""Every exception CopyCat raises, in one tree.
+
+    CopyCatError
+    ├── ConfigError (also ValueError)          invalid configuration; names the field
+    ├── ProposalError                          a proposal was not accepted
+    │   ├── NotLeaderError(leader_hint)        this member cannot take it; try the hint
+    │   ├── ProposalDroppedError               refused (flow control, pending change); retry later
+    │   └── ProposalTimeoutError               outcome unknown; the session retries it
+    ├── ConfChangeError (also ValueError)      a membership change that would be unsafe
+    ├── GroupNotFoundError(group)
+    ├── StorageError                           durable state cannot be read or written
+    │   ├── CorruptLogError(group, index)      a checksum failed: refused, never served
+    │   ├── CompactedError(index)              the entry was compacted into a snapshot
+    │   ├── UnavailableError(index)            the entry is not (yet) in the log
+    │   ├── SnapshotTemporarilyUnavailableError
+    │   └── FormatVersionError(found, expected)
+    ├── TransportError
+    │   ├── PeerUnreachableError(peer)
+    │   └── HandshakeError(peer)
+    ├── ClosedError                            you closed it
+    ├── BrokenError                            an external failure closed it (see __cause__)
+    ├── NotEnoughNodesError(asked, available)
+    └── InternalError                          a bug: the group is stopped, please file a report
+
+Rule: this module imports nothing from CopyCat; every other module may import it.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__: Final = [
+    "BrokenError",
+    "ClosedError",
+    "CompactedError",
+    "ConfChangeError",
+    "ConfigError",
+    "CopyCatError",
+    "CorruptLogError",
+    "FormatVersionError",
+    "GroupNotFoundError",
+    "HandshakeError",
+    "InternalError",
+    "NotEnoughNodesError",
+    "NotLeaderError",
+    "PeerUnreachableError",
+    "ProposalDroppedError",
+    "ProposalError",
+    "ProposalTimeoutError",
+    "SnapshotTemporarilyUnavailableError",
+    "StorageError",
+    "TransportError",
+    "UnavailableError",
+]
+
+
+class CopyCatError(Exception):
+    """Base of every exception CopyCat raises on purpose."""
+
+
+class ConfigError(CopyCatError, ValueError):
+    """A configuration value breaks a rule; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ProposalError(CopyCatError):
+    """A proposal was not accepted by the raft group."""
+
+
+class NotLeaderError(ProposalError):
+    """This member is not the leader and cannot forward the proposal.
+
+    `leader_hint` is the id of the leader this member knows of, or None when it
+    knows of none (an election is under way): retry after a short wait.
+    """
+
+    def __init__(self, leader_hint: int | None, message: str | None = None) -> None:
+        if message is None:
+            if leader_hint is None:
+                message = "no leader is known (an election is under way); retry shortly"
+            else:
+                message = f"not the leader; the leader is node {leader_hint}"
+        super().__init__(message)
+        self.leader_hint = leader_hint
+
+
+class ProposalDroppedError(ProposalError):
+    """The leader refused the proposal (flow control, a pending membership change, a
+    leadership transfer). Nothing was appended; retrying later is safe."""
+
+
+class ProposalTimeoutError(ProposalError):
+    """The proposal's outcome is unknown; the proposal session retries it and
+    deduplicates, so it is applied at most once."""
+
+
+class ConfChangeError(CopyCatError, ValueError):
+    """A membership change was refused because applying it would be unsafe."""
+
+
+class GroupNotFoundError(CopyCatError):
+    """No raft group with this id is known."""
+
+    def __init__(self, group: object) -> None:
+        super().__init__(f"group {group} is not known on this node")
+        self.group = group
+
+
+class StorageError(CopyCatError):
+    """Durable state cannot be read or written."""
+
+
+class CorruptLogError(StorageError):
+    """A stored record or snapshot failed its checksum. The data is refused, never
+    served; restore the node's data directory from a replica."""
+
+    def __init__(self, group: object, index: int | None, detail: str) -> None:
+        where = f"group {group}" if index is None else f"group {group} index {index}"
+        super().__init__(f"corrupt record in {where}: {detail}")
+        self.group = group
+        self.index = index
+
+
+class CompactedError(StorageError):
+    """The requested index was compacted into a snapshot; read the snapshot instead."""
+
+    def __init__(self, index: int, first_index: int) -> None:
+        super().__init__(f"index {index} is compacted; the log starts at {first_index}")
+        self.index = index
+        self.first_index = first_index
+
+
+class UnavailableError(StorageError):
+    """The requested index is past the end of the log."""
+
+    def __init__(self, index: int, last_index: int) -> None:
+        super().__init__(f"index {index} is not in the log; the last index is {last_index}")
+        self.index = index
+        self.last_index = last_index
+
+
+class SnapshotTemporarilyUnavailableError(StorageError):
+    """The snapshot is being produced; the caller should try again later."""
+
+
+class FormatVersionError(StorageError):
+    """Stored data was written by an incompatible format version."""
+
+    def __init__(self, what: str, found: int, expected: int) -> None:
+        super().__init__(
+            f"{what} has format version {found}, this CopyCat reads version {expected}; "
+            "use a matching CopyCat release or migrate the data"
+        )
+        self.found = found
+        self.expected = expected
+
+
+class TransportError(CopyCatError):
+    """A node-to-node link failed."""
+
+
+class PeerUnreachableError(TransportError):
+    """The peer cannot be reached now."""
+
+    def __init__(self, peer: int, message: str | None = None) -> None:
+        super().__init__(message or f"node {peer} is unreachable")
+        self.peer = peer
+
+
+class HandshakeError(TransportError):
+    """The peer's handshake was refused (version, cluster name, identity)."""
+
+    def __init__(self, peer: object, message: str) -> None:
+        super().__init__(message)
+        self.peer = peer
+
+
+class ClosedError(CopyCatError):
+    """The object was closed by its owner; it cannot be used any more."""
+
+
+class BrokenError(CopyCatError):
+    """An external failure closed the object; `__cause__` holds the failure."""
+
+
+class NotEnoughNodesError(CopyCatError):
+    """The cluster cannot place the replicas asked for."""
+
+    def __init__(self, asked: int, available: int, detail: str = "") -> None:
+        msg = f"asked for {asked} replicas but only {available} nodes qualify"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+        self.asked = asked
+        self.available = available
+
+
+class InternalError(CopyCatError):
+    """A bug in CopyCat: an invariant broke. The affected group is stopped (fail closed);
+    the node and its other groups keep serving. Please file a report with the log."""

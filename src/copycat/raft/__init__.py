@@ -1,0 +1,40 @@
+"""The raft consensus core: a deterministic, sans-I/O state machine in the design of
+etcd's raft library. See `RawNode` for the contract a host follows."""
+
+from __future__ import annotations
+
+from copycat.raft._messages import ENTRY_OVERHEAD_BYTES as ENTRY_OVERHEAD_BYTES
+from copycat.raft._messages import MESSAGE_CLASSES as MESSAGE_CLASSES
+from copycat.raft._messages import NONE as NONE
+from copycat.raft._messages import AppendEntries as AppendEntries
+from copycat.raft._messages import AppendEntriesResponse as AppendEntriesResponse
+from copycat.raft._messages import ConfChange as ConfChange
+from copycat.raft._messages import ConfChangeSingle as ConfChangeSingle
+from copycat.raft._messages import ConfChangeTransition as ConfChangeTransition
+from copycat.raft._messages import ConfChangeType as ConfChangeType
+from copycat.raft._messages import ConfState as ConfState
+from copycat.raft._messages import Entry as Entry
+from copycat.raft._messages import EntryKind as EntryKind
+from copycat.raft._messages import HardState as HardState
+from copycat.raft._messages import Heartbeat as Heartbeat
+from copycat.raft._messages import HeartbeatResponse as HeartbeatResponse
+from copycat.raft._messages import InstallSnapshot as InstallSnapshot
+from copycat.raft._messages import Message as Message
+from copycat.raft._messages import MessageType as MessageType
+from copycat.raft._messages import Propose as Propose
+from copycat.raft._messages import ReadIndex as ReadIndex
+from copycat.raft._messages import ReadIndexResponse as ReadIndexResponse
+from copycat.raft._messages import ReadState as ReadState
+from copycat.raft._messages import RequestVote as RequestVote
+from copycat.raft._messages import RequestVoteResponse as RequestVoteResponse
+from copycat.raft._messages import Snapshot as Snapshot
+from copycat.raft._messages import SnapshotMetadata as SnapshotMetadata
+from copycat.raft._messages import TimeoutNow as TimeoutNow
+from copycat.raft._messages import TransferLeader as TransferLeader
+from copycat.raft._messages import add_learner as add_learner
+from copycat.raft._messages import add_voter as add_voter
+from copycat.raft._messages import entry_size as entry_size
+from copycat.raft._messages import remove_node as remove_node
+from copycat.raft._storage import LogReader as LogReader
+from copycat.raft._storage import MemoryLog as MemoryLog
+from copycat.raft._storage import limit_size as limit_size
