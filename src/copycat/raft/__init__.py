@@ -3,6 +3,11 @@ etcd's raft library. See `RawNode` for the contract a host follows."""
 
 from __future__ import annotations
 
+from copycat.raft._bugs import DeliberateBugs as DeliberateBugs
+from copycat.raft._config import RaftConfig as RaftConfig
+from copycat.raft._config import RandomSource as RandomSource
+from copycat.raft._config import ReadOnlyOption as ReadOnlyOption
+from copycat.raft._config import SplitMix64 as SplitMix64
 from copycat.raft._messages import ENTRY_OVERHEAD_BYTES as ENTRY_OVERHEAD_BYTES
 from copycat.raft._messages import MESSAGE_CLASSES as MESSAGE_CLASSES
 from copycat.raft._messages import NONE as NONE
@@ -35,6 +40,14 @@ from copycat.raft._messages import add_learner as add_learner
 from copycat.raft._messages import add_voter as add_voter
 from copycat.raft._messages import entry_size as entry_size
 from copycat.raft._messages import remove_node as remove_node
+from copycat.raft._progress import ProgressState as ProgressState
+from copycat.raft._raft import Role as Role
+from copycat.raft._rawnode import ProgressStatus as ProgressStatus
+from copycat.raft._rawnode import RawNode as RawNode
+from copycat.raft._rawnode import Ready as Ready
+from copycat.raft._rawnode import SoftState as SoftState
+from copycat.raft._rawnode import Status as Status
 from copycat.raft._storage import LogReader as LogReader
 from copycat.raft._storage import MemoryLog as MemoryLog
+from copycat.raft._storage import bootstrap_entries as bootstrap_entries
 from copycat.raft._storage import limit_size as limit_size

@@ -154,9 +154,15 @@ class ConfChange:
         return self.transition != ConfChangeTransition.JOINT_EXPLICIT
 
     def encode(self) -> bytes:
-        return msgpack.packb(
-            [1, int(self.transition), [[int(c.type), c.node_id] for c in self.changes], self.context]
+        packed: bytes = msgpack.packb(
+            [
+                1,
+                int(self.transition),
+                [[int(c.type), c.node_id] for c in self.changes],
+                self.context,
+            ]
         )
+        return packed
 
     @classmethod
     def decode(cls, data: bytes) -> ConfChange:
@@ -184,16 +190,12 @@ def add_voter(node_id: int) -> ConfChange:
 
 def add_learner(node_id: int) -> ConfChange:
     """A change adding one learner (or demoting a voter)."""
-    return ConfChange(
-        changes=(ConfChangeSingle(type=ConfChangeType.ADD_LEARNER, node_id=node_id),)
-    )
+    return ConfChange(changes=(ConfChangeSingle(type=ConfChangeType.ADD_LEARNER, node_id=node_id),))
 
 
 def remove_node(node_id: int) -> ConfChange:
     """A change removing one node."""
-    return ConfChange(
-        changes=(ConfChangeSingle(type=ConfChangeType.REMOVE_NODE, node_id=node_id),)
-    )
+    return ConfChange(changes=(ConfChangeSingle(type=ConfChangeType.REMOVE_NODE, node_id=node_id),))
 
 
 class MessageType(IntEnum):

@@ -12,6 +12,12 @@ Rules for implementations:
    with the snapshot's term).
 3. An index past the last entry raises `UnavailableError`.
 4. Returned entries are immutable and may be shared.
+5. `initial_state()` returns the membership as of the state the core resumes from: the
+   snapshot's when `RaftConfig.applied` is 0, otherwise the one as of `applied`.
+
+A new group starts from `bootstrap_entries(voters)` written as its first entries (with a
+hard state committing them), never from a membership set directly in storage: members
+added later replay the log from index 1 and must see the group's first members join.
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ from copycat.raft._messages import (
     EMPTY_HARD_STATE,
     ConfState,
     Entry,
+    EntryKind,
     HardState,
     Snapshot,
     SnapshotMetadata,
+    add_voter,
     entry_size,
 )
 
@@ -58,6 +66,17 @@ class LogReader(Protocol):
         ...
 
 
+def bootstrap_entries(voters: list[int] | tuple[int, ...]) -> list[Entry]:
+    """The first entries of a new group: one committed `ADD_VOTER` change per initial
+    voter, at term 1. Write them with `HardState(term=1, commit=len(voters))`."""
+    if not voters or len(set(voters)) != len(voters) or any(v <= 0 for v in voters):
+        raise ValueError(f"bootstrap needs distinct positive voter ids, got {voters!r}")
+    return [
+        Entry(term=1, index=i, kind=EntryKind.CONF_CHANGE, data=add_voter(v).encode())
+        for i, v in enumerate(sorted(voters), start=1)
+    ]
+
+
 def limit_size(entries: list[Entry], max_bytes: int | None) -> list[Entry]:
     """The longest prefix of `entries` within `max_bytes`, and never less than one entry."""
     if max_bytes is None or not entries:
@@ -77,13 +96,21 @@ class MemoryLog:
     that `term(snapshot index)` needs no special case.
     """
 
-    __slots__ = ("_conf_state", "_entries", "_hard_state", "_snapshot")
+    __slots__ = ("_entries", "_hard_state", "_snapshot")
 
-    def __init__(self, conf_state: ConfState | None = None) -> None:
+    def __init__(self) -> None:
         self._hard_state = EMPTY_HARD_STATE
-        self._snapshot = Snapshot(metadata=SnapshotMetadata(conf_state=conf_state or ConfState()))
+        self._snapshot = Snapshot(metadata=SnapshotMetadata(conf_state=ConfState()))
         self._entries: list[Entry] = [Entry(term=0, index=0)]
-        self._conf_state = conf_state or ConfState()
+
+    @classmethod
+    def bootstrap(cls, voters: list[int] | tuple[int, ...]) -> MemoryLog:
+        """A log for a member of a new group whose first voters are `voters`."""
+        log = cls()
+        entries = bootstrap_entries(voters)
+        log.append(entries)
+        log.set_hard_state(HardState(term=1, commit=len(entries)))
+        return log
 
     # -- LogReader -------------------------------------------------------------------
 

@@ -1,0 +1,26 @@
+"""Deliberate bugs, for proving that the simulator's safety checks can fail.
+
+Each switch breaks one rule of the raft paper. Nothing but tests and the simulator's
+`--bug` flag may turn one on; the default instance has every switch off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliberateBugs:
+    double_vote: bool = False
+    """A node grants its vote to any candidate in a term, even after voting (§5.2)."""
+
+    commit_previous_term: bool = False
+    """The leader commits entries of earlier terms by counting replicas (§5.4.2)."""
+
+    vote_before_persist: bool = False
+    """The host sends vote responses before persisting the vote (§5.2, Figure 2).
+    The core cannot do this by itself; the simulator's host loop honours it."""
+
+
+NO_BUGS: Final = DeliberateBugs()

@@ -1,0 +1,290 @@
+"""`RawNode`: the raft core's whole public surface for one member of one group.
+
+The contract a host follows, for every group it drives:
+
+1. Feed inputs: `tick()` on every clock tick, `step(message)` for every message that
+   arrived, and the local requests (`propose`, `propose_conf_change`, `read_index`,
+   `transfer_leader`, `campaign`, `report_unreachable`, `report_snapshot`).
+2. When `has_ready()`, take `rd = ready()`, then, in this order:
+   a. persist `rd.snapshot` (if any), `rd.entries` (replacing any conflicting suffix)
+      and `rd.hard_state` (if any) -- durably, before anything else;
+   b. send `rd.messages` (every one may depend on what step a persisted);
+   c. apply `rd.committed_entries` to the state machine in order (a conf change entry
+      is applied by the core itself in `advance`; the host only records it), after
+      installing `rd.snapshot` in the state machine if there is one;
+   d. serve `rd.read_states` once their index is applied;
+   e. call `advance(rd)`.
+3. Call nothing else on the node between `ready()` and `advance(rd)`.
+4. On restart, rebuild the node from the persisted log (`LogReader`); pass the last
+   applied index as `RaftConfig.applied` if the state machine kept it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from copycat.errors import InternalError
+from copycat.raft._bugs import NO_BUGS, DeliberateBugs
+from copycat.raft._messages import (
+    ConfChange,
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    ReadState,
+    Snapshot,
+)
+from copycat.raft._raft import CampaignKind, Raft, Role
+
+if TYPE_CHECKING:
+    from copycat.raft._config import RaftConfig, RandomSource
+    from copycat.raft._progress import ProgressState
+    from copycat.raft._storage import LogReader
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SoftState:
+    """Volatile state worth reporting: who leads, and this node's role."""
+
+    leader_id: int
+    role: Role
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ready:
+    """Everything the host must do for a group in one cycle (see the module contract)."""
+
+    soft_state: SoftState | None = None
+    hard_state: HardState | None = None
+    snapshot: Snapshot | None = None
+    entries: list[Entry] = field(default_factory=list)
+    committed_entries: list[Entry] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    read_states: list[ReadState] = field(default_factory=list)
+
+    def must_sync(self) -> bool:
+        """Whether the host must fsync before sending this ready's messages."""
+        return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProgressStatus:
+    match: int
+    next: int
+    state: ProgressState
+    is_learner: bool
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Status:
+    """A consistent view of a node, for logs, metrics and tests."""
+
+    node_id: int
+    term: int
+    vote: int
+    commit: int
+    applied: int
+    leader_id: int
+    role: Role
+    conf_state: ConfState
+    progress: dict[int, ProgressStatus]
+    lead_transferee: int
+    dropped_proposals: int
+
+
+class RawNode:
+    """One member of one raft group, driven by its host (see the module contract)."""
+
+    __slots__ = ("_awaiting_advance", "_prev_hard", "_prev_soft", "raft")
+
+    def __init__(
+        self,
+        config: RaftConfig,
+        storage: LogReader,
+        *,
+        rng: RandomSource | None = None,
+        bugs: DeliberateBugs = NO_BUGS,
+    ) -> None:
+        self.raft = Raft(config, storage, rng, bugs)
+        self._prev_soft = self._soft_state()
+        self._prev_hard = self.raft.hard_state()
+        self._awaiting_advance = False
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.raft.tick()
+
+    def campaign(self) -> None:
+        """Start an election now (with pre-vote when configured)."""
+        self.raft.hup(
+            CampaignKind.PRE_ELECTION if self.raft.config.pre_vote else CampaignKind.ELECTION
+        )
+
+    def step(self, message: Message) -> None:
+        """Feed a message received from another member."""
+        if message.to != self.raft.id:
+            raise InternalError(
+                f"message for node {message.to} delivered to node {self.raft.id}: {message!r}"
+            )
+        self.raft.step(message)
+
+    def propose(self, data: bytes) -> None:
+        """Propose `data` for the log. On the leader it is appended at once; elsewhere
+        it is forwarded to the leader. Raises `NotLeaderError` when no leader is known
+        (or forwarding is off) and `ProposalDroppedError` when the leader refuses it.
+        Being accepted here does not mean being committed: watch the committed entries.
+        """
+        self.raft.propose([Entry(term=0, index=0, data=data)])
+
+    def propose_many(self, items: list[bytes]) -> None:
+        """Propose several entries at once (one append, one message per follower)."""
+        self.raft.propose([Entry(term=0, index=0, data=d) for d in items])
+
+    def propose_conf_change(self, change: ConfChange) -> None:
+        """Propose a membership change. Besides the errors of `propose`, raises
+        `ConfChangeError` when the change is unsafe now (another one is pending, the
+        joint rules, no voters left...)."""
+        self.raft.propose(
+            [Entry(term=0, index=0, kind=EntryKind.CONF_CHANGE, data=change.encode())]
+        )
+
+    def read_index(self, context: bytes) -> None:
+        """Ask for a linearizable read; a `ReadState` with this context appears in a
+        later `Ready` once the leader has confirmed its leadership."""
+        if not context:
+            raise ValueError("read_index needs a non-empty context to match its ReadState")
+        self.raft.read_index(context)
+
+    def transfer_leader(self, target: int) -> None:
+        """Ask the leader to hand leadership to `target` (thesis §3.10)."""
+        self.raft.transfer_leader(target)
+
+    def report_unreachable(self, node_id: int) -> None:
+        """The host could not send to `node_id`; the leader stops pipelining to it."""
+        self.raft.report_unreachable(node_id)
+
+    def report_snapshot(self, node_id: int, *, success: bool) -> None:
+        """Outcome of sending a snapshot to `node_id`."""
+        self.raft.report_snapshot(node_id, success=success)
+
+    # -- outputs ------------------------------------------------------------------------
+
+    def _soft_state(self) -> SoftState:
+        return SoftState(leader_id=self.raft.lead, role=self.raft.role)
+
+    def has_ready(self) -> bool:
+        r = self.raft
+        log = r.log
+        return bool(
+            r.msgs
+            or log.unstable_entries
+            or log.unstable_snapshot is not None
+            or log.has_next_committed()
+            or r.read_states
+            or self._soft_state() != self._prev_soft
+            or r.hard_state() != self._prev_hard
+        )
+
+    def ready(self) -> Ready:
+        if self._awaiting_advance:
+            raise InternalError("ready() called again before advance() of the previous one")
+        r = self.raft
+        log = r.log
+        soft = self._soft_state()
+        hard = r.hard_state()
+        rd = Ready(
+            soft_state=soft if soft != self._prev_soft else None,
+            hard_state=hard if hard != self._prev_hard else None,
+            snapshot=log.unstable_snapshot,
+            entries=list(log.unstable_entries),
+            committed_entries=log.next_committed(),
+            messages=r.msgs,
+            read_states=r.read_states,
+        )
+        r.msgs = []
+        r.read_states = []
+        if rd.soft_state is not None:
+            self._prev_soft = soft
+        self._awaiting_advance = True
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """Acknowledge that the host persisted, sent and applied `rd`."""
+        if not self._awaiting_advance:
+            raise InternalError("advance() without a ready()")
+        self._awaiting_advance = False
+        r = self.raft
+        log = r.log
+        if rd.hard_state is not None:
+            self._prev_hard = rd.hard_state
+        if rd.snapshot is not None:
+            log.stable_snapshot_to(rd.snapshot.metadata.index)
+            if rd.snapshot.metadata.index > log.applied:
+                log.applied = rd.snapshot.metadata.index
+        if rd.entries:
+            last = rd.entries[-1]
+            log.stable_to(last.index, last.term)
+        if rd.committed_entries:
+            for entry in rd.committed_entries:
+                if entry.kind == EntryKind.CONF_CHANGE:
+                    r.apply_conf_change(ConfChange.decode(entry.data))
+            log.applied_to(rd.committed_entries[-1].index)
+            r.reduce_uncommitted_bytes(rd.committed_entries)
+            r.maybe_auto_leave_joint()
+
+    # -- queries ------------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> int:
+        return self.raft.id
+
+    @property
+    def leader_id(self) -> int:
+        return self.raft.lead
+
+    @property
+    def role(self) -> Role:
+        return self.raft.role
+
+    @property
+    def term(self) -> int:
+        return self.raft.term
+
+    def is_leader(self) -> bool:
+        return self.raft.role == Role.LEADER
+
+    def conf_state(self) -> ConfState:
+        """The membership as of the last applied entry (what a snapshot taken now holds)."""
+        return self.raft.tracker.conf_state()
+
+    def status(self) -> Status:
+        r = self.raft
+        progress = {}
+        if r.role == Role.LEADER:
+            progress = {
+                node_id: ProgressStatus(
+                    match=pr.match,
+                    next=pr.next,
+                    state=pr.state,
+                    is_learner=pr.is_learner,
+                    paused=pr.is_paused(),
+                )
+                for node_id, pr in r.tracker.progress.items()
+            }
+        return Status(
+            node_id=r.id,
+            term=r.term,
+            vote=r.vote,
+            commit=r.log.committed,
+            applied=r.log.applied,
+            leader_id=r.lead,
+            role=r.role,
+            conf_state=r.tracker.conf_state(),
+            progress=progress,
+            lead_transferee=r.lead_transferee,
+            dropped_proposals=r.dropped_proposals,
+        )
