@@ -18,6 +18,10 @@ class DeliberateBugs:
     commit_previous_term: bool = False
     """The leader commits entries of earlier terms by counting replicas (§5.4.2)."""
 
+    unconfirmed_reads: bool = False
+    """The leader answers ReadIndex at once, without confirming with a quorum that it
+    is still the leader (thesis §6.4)."""
+
     vote_before_persist: bool = False
     """The host sends vote responses before persisting the vote (§5.2, Figure 2).
     The core cannot do this by itself; the simulator's host loop honours it."""

@@ -55,6 +55,7 @@ from copycat.raft import (
     Message,
     RaftConfig,
     RawNode,
+    ReadState,
     RequestVoteResponse,
     Role,
     Snapshot,
@@ -66,7 +67,7 @@ from copycat.raft import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-BUG_NAMES = ("double_vote", "commit_previous_term", "vote_before_persist")
+BUG_NAMES = ("double_vote", "commit_previous_term", "vote_before_persist", "unconfirmed_reads")
 DEFAULT_ROUNDS = 1500
 
 
@@ -108,6 +109,10 @@ class SimOptions:
     partition_rate: float = 0.004
     heal_partition_rate: float = 0.02
     conf_change_rate: float = 0.004
+    read_rate: float = 0.05
+    """Per round: a linearizable read (ReadIndex) on a random live node."""
+    transfer_rate: float = 0.002
+    """Per round: the leader is asked to hand leadership to a random voter."""
     snapshot_every: tuple[int, int] = (20, 120)
     max_msg_bytes_choices: tuple[int, ...] = (1, 1, 64, 1 << 20)
     """Per seed, the leader's append size limit is drawn from these (1: one entry per
@@ -146,6 +151,8 @@ class SeedResult:
     crashes: int
     conf_changes: int
     snapshots_sent: int
+    reads_served: int
+    transfers: int
 
 
 def _chain(prev: int, term: int, data: bytes) -> int:
@@ -265,6 +272,10 @@ class Simulation:
         self.oracle = Oracle()
         self.applied_data: set[bytes] = set()
         self.proposal_seq = 0
+        self.read_seq = 0
+        self.reads: dict[bytes, int] = {}
+        self.reads_served = 0
+        self.transfers = 0
         self.elections = 0
         self.crashes = 0
         self.conf_changes = 0
@@ -511,6 +522,7 @@ class Simulation:
                 self._send(out)
             for entry in rd.committed_entries:
                 self._apply(node, entry)
+        self._check_reads(node, rd.read_states)
         raw.advance(rd)
         if raw.is_leader():
             self._check_new_leader(node)
@@ -619,14 +631,48 @@ class Simulation:
             self._conf_change()
 
     def _workload(self) -> None:
-        if self.rng.random() >= self.opts.propose_rate:
-            return
+        rng = self.rng
         live = [n for n in self.nodes.values() if n.raw is not None]
         if not live:
             return
-        node = self.rng.choice(live)
-        self.proposal_seq += 1
-        self._propose(node, b"p%d" % self.proposal_seq)
+        if rng.random() < self.opts.propose_rate:
+            node = rng.choice(live)
+            self.proposal_seq += 1
+            self._propose(node, b"p%d" % self.proposal_seq)
+        if rng.random() < self.opts.read_rate:
+            node = rng.choice(live)
+            assert node.raw is not None
+            self.read_seq += 1
+            context = b"r%d" % self.read_seq
+            try:
+                node.raw.read_index(context)
+            except ProposalError:
+                return
+            # Everything anyone applied before the read began must be visible to it.
+            self.reads[context] = self.oracle.last_index()
+        if rng.random() < self.opts.transfer_rate:
+            leader = self._leader()
+            if leader is not None and leader.raw is not None:
+                voters = sorted(leader.raw.conf_state().voters - {leader.id})
+                if voters:
+                    target = rng.choice(voters)
+                    leader.raw.transfer_leader(target)
+                    self.transfers += 1
+                    self.say(f"round {self.round}: node {leader.id} transfers to {target}")
+
+    def _check_reads(self, node: SimNode, read_states: list[ReadState]) -> None:
+        for rs in read_states:
+            floor = self.reads.get(rs.context)
+            if floor is None:
+                self._violate("read index", f"node {node.id} got an unknown read {rs.context!r}")
+            elif rs.index < floor:
+                self._violate(
+                    "linearizable read",
+                    f"node {node.id}: read {rs.context!r} at index {rs.index}, but index "
+                    f"{floor} was applied before the read began",
+                )
+            else:
+                self.reads_served += 1
 
     def _report_snapshots(self) -> None:
         waiting = []
@@ -676,6 +722,8 @@ class Simulation:
             crashes=self.crashes,
             conf_changes=self.conf_changes,
             snapshots_sent=self.snapshots_sent,
+            reads_served=self.reads_served,
+            transfers=self.transfers,
         )
 
     def _heal_and_check_liveness(self) -> None:
@@ -871,6 +919,8 @@ def main(argv: list[str] | None = None) -> int:
         "crashes": sum(r.crashes for r in results),
         "conf_changes": sum(r.conf_changes for r in results),
         "snapshots_installed": sum(r.snapshots_sent for r in results),
+        "reads_served": sum(r.reads_served for r in results),
+        "transfers": sum(r.transfers for r in results),
         "bug": args.bug,
         "profile": args.profile,
         "elapsed_s": round(time.monotonic() - started, 2),
