@@ -12,6 +12,8 @@ from typing import Final
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeliberateBugs:
+    """Switches that each break one rule of raft, for tests of the checkers."""
+
     double_vote: bool = False
     """A node grants its vote to any candidate in a term, even after voting (§5.2)."""
 

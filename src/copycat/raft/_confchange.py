@@ -108,8 +108,10 @@ class Changer:
         changes: tuple[ConfChangeSingle, ...],
     ) -> None:
         for change in changes:
-            if change.node_id == 0:
-                raise ConfChangeError("node id 0 is reserved and cannot be a member")
+            if change.node_id <= 0:
+                raise ConfChangeError(
+                    f"node id {change.node_id} is not a valid member id (ids are positive)"
+                )
             if change.type == ConfChangeType.ADD_VOTER:
                 self._make_voter(config, progress, change.node_id)
             elif change.type == ConfChangeType.ADD_LEARNER:

@@ -172,11 +172,19 @@ class ConfChange:
             version, transition, changes, context = raw
             if version != 1 or not isinstance(context, bytes):
                 raise ValueError(f"unsupported conf change version {version!r}")
+            if type(transition) is not int or not isinstance(changes, list):
+                raise ValueError("transition must be an int and changes a list")
+            singles = []
+            for change in changes:
+                if not isinstance(change, list) or len(change) != 2:
+                    raise ValueError(f"a change must be a [type, node_id] pair, got {change!r}")
+                kind, node_id = change
+                if type(kind) is not int or type(node_id) is not int or node_id <= 0:
+                    raise ValueError(f"bad change {change!r}: ints and a positive node id")
+                singles.append(ConfChangeSingle(type=ConfChangeType(kind), node_id=node_id))
             return cls(
                 transition=ConfChangeTransition(transition),
-                changes=tuple(
-                    ConfChangeSingle(type=ConfChangeType(t), node_id=int(n)) for t, n in changes
-                ),
+                changes=tuple(singles),
                 context=context,
             )
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
@@ -241,6 +249,8 @@ class RequestVote(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RequestVoteResponse(Message):
+    """A vote (or pre-vote) granted or refused; a refusal carries the voter's term."""
+
     TYPE: ClassVar[MessageType] = MessageType.REQUEST_VOTE_RESPONSE
     reject: bool
     pre_vote: bool = False
@@ -282,12 +292,16 @@ class Heartbeat(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HeartbeatResponse(Message):
+    """A follower's answer to a heartbeat, echoing its ReadIndex context."""
+
     TYPE: ClassVar[MessageType] = MessageType.HEARTBEAT_RESPONSE
     context: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstallSnapshot(Message):
+    """The leader ships its snapshot to a follower whose next entry was compacted away."""
+
     TYPE: ClassVar[MessageType] = MessageType.INSTALL_SNAPSHOT
     snapshot: Snapshot
 
@@ -317,6 +331,8 @@ class ReadIndex(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReadIndexResponse(Message):
+    """The leader's answer to a forwarded read: serve it once `index` is applied."""
+
     TYPE: ClassVar[MessageType] = MessageType.READ_INDEX_RESPONSE
     index: int
     context: bytes

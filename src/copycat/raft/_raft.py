@@ -65,6 +65,8 @@ if TYPE_CHECKING:
 
 
 class Role(IntEnum):
+    """A member's role in its group (raft paper §5.1, plus pre-candidate from §9.6)."""
+
     FOLLOWER = 0
     PRE_CANDIDATE = 1
     CANDIDATE = 2
@@ -551,7 +553,10 @@ class Raft:
         self._broadcast_append()
 
     def _conf_change_problem(self, data: bytes) -> str | None:
-        cc = ConfChange.decode(data)
+        try:
+            cc = ConfChange.decode(data)
+        except ConfChangeError as exc:
+            return str(exc)
         if self.pending_conf_index > self.log.applied:
             return (
                 f"a membership change (index {self.pending_conf_index}) is not applied yet "

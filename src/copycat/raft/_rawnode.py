@@ -71,6 +71,8 @@ class Ready:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProgressStatus:
+    """The leader's view of one member, as reported by `RawNode.status()`."""
+
     match: int
     next: int
     state: ProgressState

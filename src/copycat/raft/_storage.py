@@ -156,7 +156,7 @@ class MemoryLog:
         snapshot index are ignored (they are already part of the snapshot)."""
         if not entries:
             return
-        first = self.first_index()
+        first = max(self.first_index(), self._snapshot.metadata.index + 1)
         if entries[-1].index < first:
             return
         if entries[0].index < first:
