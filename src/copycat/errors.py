@@ -16,7 +16,12 @@
     │   └── FormatVersionError(found, expected)
     ├── TransportError
     │   ├── PeerUnreachableError(peer)
-    │   └── HandshakeError(peer)
+    │   ├── HandshakeError(peer)
+    │   ├── ProtocolError(reason)              malformed or hostile bytes from a peer; refused
+    │   ├── MessageTooLargeError(size, limit)  a message that no frame may carry
+    │   ├── RequestTimeoutError(peer)          (also TimeoutError) no response in time
+    │   ├── RemoteError(peer, code)            the peer's handler failed with an unknown error
+    │   └── SnapshotStreamError(peer)          a snapshot stream failed; report it to raft
     ├── ClosedError                            you closed it
     ├── BrokenError                            an external failure closed it (see __cause__)
     ├── NotEnoughNodesError(asked, available)
@@ -41,12 +46,17 @@ __all__: Final = [
     "GroupNotFoundError",
     "HandshakeError",
     "InternalError",
+    "MessageTooLargeError",
     "NotEnoughNodesError",
     "NotLeaderError",
     "PeerUnreachableError",
     "ProposalDroppedError",
     "ProposalError",
     "ProposalTimeoutError",
+    "ProtocolError",
+    "RemoteError",
+    "RequestTimeoutError",
+    "SnapshotStreamError",
     "SnapshotTemporarilyUnavailableError",
     "StorageError",
     "TransportError",
@@ -175,6 +185,54 @@ class HandshakeError(TransportError):
 
     def __init__(self, peer: object, message: str) -> None:
         super().__init__(message)
+        self.peer = peer
+
+
+class ProtocolError(TransportError):
+    """Bytes from a peer broke the wire format (see docs/wire.md). The frame or
+    connection is refused and counted under `reason`; the endpoint keeps serving."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+class MessageTooLargeError(TransportError):
+    """A message is larger than the transport's maximum frame size. Lower the raft
+    layer's `max_msg_bytes` or raise the transport's `max_frame_bytes` on every node."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"a message of {size} bytes exceeds the frame limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class RequestTimeoutError(TransportError, TimeoutError):
+    """A request got no response in time. The peer may still have acted on it: make
+    control operations idempotent and retry."""
+
+    def __init__(self, peer: int, method: str, timeout_s: float) -> None:
+        super().__init__(f"request {method!r} to node {peer} got no response in {timeout_s} s")
+        self.peer = peer
+        self.method = method
+
+
+class RemoteError(TransportError):
+    """The peer's request handler failed with an error that has no local type;
+    `code` names the remote error class (or `unknown_method`, `overloaded`)."""
+
+    def __init__(self, peer: int, code: str, message: str) -> None:
+        super().__init__(f"node {peer} answered {code}: {message}")
+        self.peer = peer
+        self.code = code
+
+
+class SnapshotStreamError(TransportError):
+    """A snapshot could not be streamed to, or installed by, the peer. Report it to
+    the raft group (`report_snapshot(peer, success=False)`); raft retries later."""
+
+    def __init__(self, peer: int, message: str) -> None:
+        super().__init__(f"snapshot to node {peer} failed: {message}")
         self.peer = peer
 
 
