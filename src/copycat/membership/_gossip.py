@@ -1,0 +1,277 @@
+# The gossip layer behind our own interface: the `Gossip` protocol, its plain data types,
+# and `KinshipGossip`, the implementation on kinship (SWIM with Lifeguard).
+#
+# What lives here: the only imports of kinship in CopyCat. kinship's members, events,
+# errors and config are translated at this boundary, so nothing above sees a kinship type
+# and kinship could be replaced by another SWIM implementation of the same protocol.
+#
+# What must not: directory logic, metadata layout, or anything public. `Membership` owns
+# policy; this module only translates.
+"""The `Gossip` protocol (our interface to a SWIM implementation) and `KinshipGossip`."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, final
+
+import kinship
+
+from copycat.errors import BrokenError, ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+
+    from copycat.membership._config import MembershipConfig
+
+
+class GossipState(enum.Enum):
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+    LEFT = "left"
+
+
+class GossipEventKind(enum.Enum):
+    JOINED = "joined"
+    SUSPECT = "suspect"
+    RECOVERED = "recovered"
+    DEAD = "dead"
+    LEFT = "left"
+    UPDATED = "updated"
+    MESSAGE = "message"
+    LOST = "lost"
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GossipMember:
+    """One run of a member as the gossip layer sees it."""
+
+    name: str
+    address: str
+    state: GossipState
+    epoch: int
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GossipEvent:
+    """A membership event, a direct message (`data`), or lost events (`count`)."""
+
+    kind: GossipEventKind
+    member: GossipMember | None = None
+    data: bytes = b""
+    count: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GossipStats:
+    decrypt_failures: int
+    decode_errors: int
+    replays_dropped: int
+    messages_sent: int
+    messages_received: int
+    messages_dropped: int
+
+
+class PeerGoneError(Exception):
+    """The peer's run is not a live member any more; a message to it was not sent."""
+
+
+class Gossip(Protocol):
+    """What `Membership` needs from a SWIM implementation.
+
+    The contract:
+    1. `start()` binds and runs the node alone; `join(peers)` then contacts the peers and
+       returns how many answered (0 when none did; the caller retries). Starting and
+       joining in two steps lets the caller subscribe to events in between, so no message
+       a peer sends right after the join is missed.
+    2. `events()` called before any other await after `start()` misses nothing; events
+       never describe the local node; the stream ends at `close()`.
+    3. `send()` is best effort: it may be lost and is never acknowledged. It raises
+       `PeerGoneError` when the run (name, epoch) is not a live member.
+    4. `members()` lists alive and suspect members, the local node included, and never waits.
+    """
+
+    async def start(self) -> None: ...
+    async def join(self, peers: list[str]) -> int: ...
+    def local(self) -> GossipMember: ...
+    def members(self) -> list[GossipMember]: ...
+    def member(self, name: str) -> GossipMember | None: ...
+    def events(self) -> AsyncIterator[GossipEvent]: ...
+    async def set_meta(self, meta: Mapping[str, str]) -> None: ...
+    async def send(self, name: str, epoch: int, data: bytes) -> None: ...
+    async def install_key(self, key: str | bytes) -> None: ...
+    async def use_key(self, key: str | bytes) -> None: ...
+    async def remove_key(self, key: str | bytes) -> None: ...
+    def key_ids(self) -> list[str]: ...
+    def stats(self) -> GossipStats: ...
+    async def leave(self, timeout_s: float) -> None: ...
+    async def close(self) -> None: ...
+
+
+_STATES: dict[kinship.State, GossipState] = {
+    kinship.State.ALIVE: GossipState.ALIVE,
+    kinship.State.SUSPECT: GossipState.SUSPECT,
+    kinship.State.DEAD: GossipState.DEAD,
+    kinship.State.LEFT: GossipState.LEFT,
+}
+
+
+def _member(m: kinship.Member) -> GossipMember:
+    return GossipMember(
+        name=m.name, address=m.addr, state=_STATES[m.state], epoch=m.epoch, meta=dict(m.meta)
+    )
+
+
+def _event(e: kinship.Event) -> GossipEvent | None:
+    match e:
+        case kinship.MemberJoined(member=m):
+            return GossipEvent(kind=GossipEventKind.JOINED, member=_member(m))
+        case kinship.MemberSuspect(member=m):
+            return GossipEvent(kind=GossipEventKind.SUSPECT, member=_member(m))
+        case kinship.MemberRecovered(member=m):
+            return GossipEvent(kind=GossipEventKind.RECOVERED, member=_member(m))
+        case kinship.MemberDead(member=m):
+            return GossipEvent(kind=GossipEventKind.DEAD, member=_member(m))
+        case kinship.MemberLeft(member=m):
+            return GossipEvent(kind=GossipEventKind.LEFT, member=_member(m))
+        case kinship.MemberUpdated(member=m):
+            return GossipEvent(kind=GossipEventKind.UPDATED, member=_member(m))
+        case kinship.UserMessage(sender=m, data=data, broadcast=False):
+            return GossipEvent(kind=GossipEventKind.MESSAGE, member=_member(m), data=bytes(data))
+        case kinship.EventsLost(count=n):
+            return GossipEvent(kind=GossipEventKind.LOST, count=n)
+        case kinship.NameConflict(member=m):
+            return GossipEvent(kind=GossipEventKind.CONFLICT, member=_member(m))
+    return None  # broadcasts: CopyCat sends none, so one is ignored
+
+
+async def _translate(stream: kinship.EventStream) -> AsyncIterator[GossipEvent]:
+    async for raw in stream:
+        event = _event(raw)
+        if event is not None:
+            yield event
+
+
+def kinship_config(config: MembershipConfig, meta: Mapping[str, str]) -> kinship.Config:
+    """kinship's config for `config`: the preset, then our fields by name."""
+    presets = {
+        "local": kinship.Config.local,
+        "lan": kinship.Config.lan,
+        "wan": kinship.Config.wan,
+    }
+    host = config.gossip_host
+    bind = f"[{host}]:{config.gossip_port}" if ":" in host else f"{host}:{config.gossip_port}"
+    try:
+        return presets[config.preset](
+            name=config.gossip_name,
+            bind=bind,
+            seeds=[],  # joined by `join()` once Membership has subscribed to events
+            cluster=config.cluster_name,
+            keys=list(config.encryption_keys),
+            meta=dict(meta),
+            insecure_plaintext=config.insecure_plaintext,
+        )
+    except kinship.ConfigError as exc:
+        raise ConfigError(exc.field or "gossip", str(exc)) from None
+
+
+@final
+class KinshipGossip:
+    """`Gossip` on kinship: one kinship node, started from a `MembershipConfig`."""
+
+    __slots__ = ("_cluster", "_config")
+
+    def __init__(self, config: MembershipConfig, meta: Mapping[str, str]) -> None:
+        self._config = kinship_config(config, meta)
+        self._cluster = kinship.Cluster(self._config)
+
+    async def start(self) -> None:
+        try:
+            await self._cluster.start()
+        except kinship.KinshipError as exc:
+            raise BrokenError(f"the gossip node did not start: {exc}") from exc
+        except OSError as exc:
+            raise BrokenError(f"the gossip node could not bind: {exc}") from exc
+
+    async def join(self, peers: list[str]) -> int:
+        if not peers:
+            return 0
+        try:
+            return await self._cluster.join(peers)
+        except kinship.JoinError:
+            return 0
+
+    def local(self) -> GossipMember:
+        return _member(self._cluster.local)
+
+    def members(self) -> list[GossipMember]:
+        return [_member(m) for m in self._cluster.members()]
+
+    def member(self, name: str) -> GossipMember | None:
+        m = self._cluster.member(name)
+        return None if m is None else _member(m)
+
+    def events(self) -> AsyncIterator[GossipEvent]:
+        # Subscribe now, not at the first `anext`: kinship's subscription starts at the call.
+        return _translate(self._cluster.events())
+
+    async def set_meta(self, meta: Mapping[str, str]) -> None:
+        await self._cluster.set_meta(meta)
+
+    async def send(self, name: str, epoch: int, data: bytes) -> None:
+        target = self._cluster.member(name)
+        if (
+            target is None
+            or target.epoch != epoch
+            or target.state
+            not in (
+                kinship.State.ALIVE,
+                kinship.State.SUSPECT,
+            )
+        ):
+            raise PeerGoneError(name)
+        try:
+            await self._cluster.send(target, data)
+        except kinship.NotAMember:
+            raise PeerGoneError(name) from None
+
+    async def install_key(self, key: str | bytes) -> None:
+        try:
+            await self._cluster.keyring.install(key)
+        except (kinship.KeyringError, ValueError) as exc:
+            raise ConfigError("key", str(exc)) from None
+
+    async def use_key(self, key: str | bytes) -> None:
+        try:
+            await self._cluster.keyring.use(key)
+        except (kinship.KeyringError, ValueError) as exc:
+            raise ConfigError("key", str(exc)) from None
+
+    async def remove_key(self, key: str | bytes) -> None:
+        try:
+            await self._cluster.keyring.remove(key)
+        except (kinship.KeyringError, ValueError) as exc:
+            raise ConfigError("key", str(exc)) from None
+
+    def key_ids(self) -> list[str]:
+        return self._cluster.keyring.key_ids()
+
+    def stats(self) -> GossipStats:
+        s = self._cluster.stats()
+        return GossipStats(
+            decrypt_failures=s.decrypt_failures,
+            decode_errors=s.decode_errors,
+            replays_dropped=s.replays_dropped,
+            messages_sent=s.user_messages_sent,
+            messages_received=s.user_messages_received,
+            messages_dropped=s.user_messages_dropped,
+        )
+
+    async def leave(self, timeout_s: float) -> None:
+        await self._cluster.leave(timeout_s)
+
+    async def close(self) -> None:
+        await self._cluster.close()
