@@ -1,0 +1,3 @@
+"""Tests of `copycat.storage`: the node's log store and snapshot files."""
+
+from __future__ import annotations
