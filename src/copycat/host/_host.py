@@ -1,0 +1,731 @@
+"""The multi-raft host: every raft group of one node, driven by one event loop.
+
+What lives here: `Host` (groups, the tick loop, the ready cycle, proposals with
+sessions, snapshot shipping, the control requests) and `Feed` (a subscriber's ordered,
+exactly-once view of one group's commits).
+
+The ready cycle, for all groups at once (docs/ready-loop.md):
+1. collect the `Ready` of every group that has one;
+2. write all of them in one storage batch, committed with one fsync;
+3. send their messages through the transport (snapshots as streams);
+4. hand committed entries on (resolve local proposals, wake subscribers);
+5. advance every group.
+The cycle runs synchronously on the event loop, so no group is touched between its
+`ready()` and `advance()`.
+
+What must not live here: user-facing API shapes (that is `copycat`), placement decisions
+(`copycat.placement`), wire formats (`copycat.transport`).
+
+Snapshots hold [format, session table, user bytes] (see `_snapshot_payload`). A
+subscriber's member takes them at the subscriber's position, so the session table and
+the user's state describe the same index; detached members never build one themselves,
+they receive them (as raft snapshots, or as offers after a subscriber's member compacts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+import msgpack
+
+from copycat.errors import (
+    ClosedError,
+    ConfChangeError,
+    CopyCatError,
+    CorruptLogError,
+    GroupNotFoundError,
+    NotLeaderError,
+    ProposalDroppedError,
+    ProposalError,
+    ProposalTimeoutError,
+    TransportError,
+)
+from copycat.host._sessions import (
+    SESSION_ID_BYTES,
+    Proposal,
+    SessionTable,
+    decode_proposal,
+    encode_proposal,
+)
+from copycat.raft import (
+    ConfChange,
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    InstallSnapshot,
+    RaftConfig,
+    RawNode,
+    Snapshot,
+    SnapshotMetadata,
+    add_learner,
+    add_voter,
+    bootstrap_entries,
+)
+from copycat.storage import WriteBatch
+
+if TYPE_CHECKING:
+    from copycat.host._config import HostConfig
+    from copycat.storage import GroupLog, LogStore
+    from copycat.transport import Endpoint, Envelope
+
+log = logging.getLogger("copycat.host")
+
+SNAPSHOT_FORMAT: Final = 1
+SnapshotProvider = Callable[[], "bytes | Awaitable[bytes]"]
+
+
+class LoadSnapshot:
+    """The type of `LOAD_SNAPSHOT`: the subscriber must reload its state."""
+
+    _instance: LoadSnapshot | None = None
+
+    def __new__(cls) -> LoadSnapshot:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "LOAD_SNAPSHOT"
+
+
+LOAD_SNAPSHOT: Final = LoadSnapshot()
+
+
+def _snapshot_payload(table: bytes, user: bytes) -> bytes:
+    packed: bytes = msgpack.packb([SNAPSHOT_FORMAT, table, user])
+    return packed
+
+
+def _parse_snapshot_payload(raw: bytes, group: int, index: int) -> tuple[bytes, bytes]:
+    try:
+        fmt, table, user = msgpack.unpackb(raw)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise CorruptLogError(group, index, f"undecodable snapshot payload: {exc}") from exc
+    if fmt != SNAPSHOT_FORMAT or not isinstance(table, bytes) or not isinstance(user, bytes):
+        raise CorruptLogError(group, index, "malformed snapshot payload")
+    return table, user
+
+
+class _MetadataOnlyLog:
+    """The raft core's view of a group's stored log: snapshot data stays in its file
+    (it is streamed when shipped), so `snapshot()` carries metadata only."""
+
+    __slots__ = ("_log",)
+
+    def __init__(self, group_log: GroupLog) -> None:
+        self._log = group_log
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        return self._log.initial_state()
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        return self._log.entries(lo, hi, max_bytes)
+
+    def term(self, index: int) -> int:
+        return self._log.term(index)
+
+    def first_index(self) -> int:
+        return self._log.first_index()
+
+    def last_index(self) -> int:
+        return self._log.last_index()
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(metadata=self._log.snapshot_metadata())
+
+
+@dataclass(slots=True)
+class Session:
+    """A proposer's identity for exactly-once delivery (one per subscription)."""
+
+    id: bytes = field(default_factory=lambda: os.urandom(SESSION_ID_BYTES))
+    next_seq: int = 1
+    in_flight: set[int] = field(default_factory=set)
+    window: asyncio.Semaphore | None = None
+    """Bounds proposals in flight (set by the host on first use)."""
+
+    def first_unacked(self) -> int:
+        return min(self.in_flight) if self.in_flight else self.next_seq
+
+
+class Feed:
+    """One subscriber's exactly-once, ordered stream of a group's commits.
+
+    It reads committed entries from the log at the subscriber's pace, so a slow
+    subscriber holds at most `feed_batch_bytes` in memory while its lag stays on disk
+    (the log is never compacted past the subscriber's position).
+    """
+
+    def __init__(self, host: Host, group: _Group, provider: SnapshotProvider) -> None:
+        self._host = host
+        self._group = group
+        self._provider = provider
+        self.session = Session()
+        self.table = SessionTable(
+            ttl_entries=host.config.session_ttl_entries, max_sessions=host.config.max_sessions
+        )
+        self.position = 0
+        """Index of the last entry the subscriber has been handed."""
+        self._pending_load: bytes | None = None
+        self._announce_load = False
+        self._buffer: deque[bytes] = deque()
+        self._since_snapshot = 0
+        self.wake = asyncio.Event()
+        self.closed = False
+        self._start_from_snapshot()
+
+    def _start_from_snapshot(self) -> None:
+        group = self._group
+        meta = group.log.snapshot_metadata()
+        if meta.index == 0:
+            self.position = 0
+            return
+        raw = self._host.store.snapshots.read_bytes(group.gid, meta.index, meta.term)
+        table, user = _parse_snapshot_payload(raw, group.gid, meta.index)
+        self.table.restore(table, group=group.gid, index=meta.index)
+        self.position = meta.index
+        self._pending_load = user
+        self._announce_load = True
+        self._since_snapshot = 0
+
+    def take_snapshot_bytes(self) -> bytes | None:
+        """The user's bytes of the snapshot announced by the last LOAD_SNAPSHOT."""
+        data, self._pending_load = self._pending_load, None
+        return data
+
+    def __aiter__(self) -> AsyncIterator[bytes | LoadSnapshot]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes | LoadSnapshot]:
+        while not self.closed:
+            if self._announce_load:
+                self._announce_load = False
+                yield LOAD_SNAPSHOT
+                continue
+            if self._buffer:
+                yield self._buffer.popleft()
+                continue
+            await self._maybe_snapshot()
+            if self._fill():
+                continue
+            self.wake.clear()
+            if self._fill():
+                continue
+            await self.wake.wait()
+
+    def _fill(self) -> bool:
+        """Read the next committed entries after `position`; True if any advanced it."""
+        group = self._group
+        if group.restored_at > self.position:
+            # The member installed a snapshot past us: reload from it.
+            self._buffer.clear()
+            self._start_from_snapshot()
+            return True
+        hi = group.applied
+        if hi <= self.position:
+            return False
+        entries = group.log.entries(self.position + 1, hi + 1, self._host.config.feed_batch_bytes)
+        for entry in entries:
+            self.position = entry.index
+            self._since_snapshot += 1
+            if entry.kind != EntryKind.NORMAL:
+                continue
+            proposal = decode_proposal(entry.data, group=group.gid, index=entry.index)
+            if proposal is None:
+                continue
+            if self.table.apply(proposal, entry.index):
+                self._buffer.append(proposal.data)
+        if self._since_snapshot and self.position % 1024 == 0:
+            self.table.expire(self.position)
+        return True
+
+    async def _maybe_snapshot(self) -> None:
+        if self._since_snapshot < self._host.config.snapshot_every_entries:
+            return
+        self._since_snapshot = 0
+        produced = self._provider()
+        user = await produced if isinstance(produced, Awaitable) else produced
+        if not isinstance(user, bytes | bytearray | memoryview):
+            raise TypeError("the snapshot provider must return bytes")
+        self._host.take_snapshot(self._group, self.position, self.table.encode(), bytes(user))
+
+
+class _Group:
+    """One raft group's member on this node."""
+
+    __slots__ = (
+        "applied",
+        "changed",
+        "feed",
+        "gid",
+        "log",
+        "raw",
+        "restored_at",
+        "waiters",
+    )
+
+    def __init__(self, gid: int, raw: RawNode, group_log: GroupLog) -> None:
+        self.gid = gid
+        self.raw = raw
+        self.log = group_log
+        self.applied = group_log.snapshot_metadata().index
+        self.restored_at = 0
+        self.feed: Feed | None = None
+        self.waiters: dict[tuple[bytes, int], asyncio.Future[None]] = {}
+        self.changed = asyncio.Event()
+        """Set whenever the group applies entries (membership waits on it)."""
+
+
+class Host:
+    """Every raft group this node hosts, over one log store and one transport endpoint."""
+
+    def __init__(self, config: HostConfig, store: LogStore, endpoint: Endpoint) -> None:
+        self.config = config
+        self.store = store
+        self.endpoint = endpoint
+        self.groups: dict[int, _Group] = {}
+        self._dirty: set[int] = set()
+        self._cycle_scheduled = False
+        self._tick_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.counters: dict[str, int] = {
+            "cycles": 0,
+            "entries_persisted": 0,
+            "messages_sent": 0,
+            "unknown_group_messages": 0,
+            "snapshots_sent": 0,
+            "snapshots_received": 0,
+            "snapshots_taken": 0,
+        }
+        endpoint.set_message_handler(self._on_messages)
+        endpoint.set_unreachable_handler(self._on_unreachable)
+        endpoint.set_snapshot_handler(self._on_snapshot)
+        endpoint.register_request_handler("copycat.start_replica", self._serve_start_replica)
+        endpoint.register_request_handler("copycat.add_member", self._serve_add_member)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for gid in self.store.groups():
+            self._open(gid)
+        self._tick_task = asyncio.get_running_loop().create_task(self._tick_loop())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tick_task
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, CopyCatError):
+                await task
+        for group in self.groups.values():
+            if group.feed is not None:
+                group.feed.closed = True
+                group.feed.wake.set()
+            for fut in group.waiters.values():
+                if not fut.done():
+                    fut.set_exception(ClosedError("the node is shutting down"))
+
+    # -- groups -----------------------------------------------------------------------------
+
+    def _raft_config(self) -> RaftConfig:
+        c = self.config
+        return RaftConfig(
+            node_id=c.node_id,
+            election_ticks=c.election_ticks,
+            heartbeat_ticks=c.heartbeat_ticks,
+            max_msg_bytes=c.max_msg_bytes,
+        )
+
+    def _open(self, gid: int) -> _Group:
+        group_log = self.store.group(gid)
+        raw = RawNode(self._raft_config(), _MetadataOnlyLog(group_log))
+        group = _Group(gid, raw, group_log)
+        self.groups[gid] = group
+        self._mark(gid)
+        return group
+
+    def create_group(self, gid: int, voters: list[int]) -> None:
+        """Start a new group whose first voters are `voters` (this node must be one).
+        Each other voter must run `open_member(gid)` (the `start_replica` request)."""
+        if gid in self.groups:
+            raise ValueError(f"group {gid} already exists on node {self.config.node_id}")
+        entries = bootstrap_entries(voters)
+        batch = WriteBatch()
+        batch.append(gid, entries)
+        batch.set_hard_state(gid, HardState(term=1, commit=len(entries)))
+        self.store.commit(batch)
+        self._open(gid)
+
+    def open_member(self, gid: int) -> None:
+        """Host an empty member of group `gid`; the leader fills it once it adds this node."""
+        if gid not in self.groups:
+            self._open(gid)
+
+    def group(self, gid: int) -> _Group:
+        group = self.groups.get(gid)
+        if group is None:
+            raise GroupNotFoundError(gid)
+        return group
+
+    def leader_of(self, gid: int) -> int:
+        return self.group(gid).raw.leader_id
+
+    def campaign(self, gid: int) -> None:
+        self.group(gid).raw.campaign()
+        self._mark(gid)
+
+    # -- the cycle ----------------------------------------------------------------------
+
+    def _mark(self, gid: int) -> None:
+        self._dirty.add(gid)
+        if not self._cycle_scheduled and not self._closed:
+            self._cycle_scheduled = True
+            asyncio.get_running_loop().call_soon(self._run_cycle)
+
+    def _run_cycle(self) -> None:
+        self._cycle_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        readies = []
+        for gid in dirty:
+            group = self.groups.get(gid)
+            if group is not None and group.raw.has_ready():
+                readies.append((group, group.raw.ready()))
+        if not readies:
+            return
+        self.counters["cycles"] += 1
+        batch = WriteBatch()
+        for group, rd in readies:
+            if rd.snapshot is not None:
+                batch.install_snapshot(group.gid, rd.snapshot.metadata)
+            if rd.entries:
+                batch.append(group.gid, rd.entries)
+                self.counters["entries_persisted"] += len(rd.entries)
+            if rd.hard_state is not None:
+                batch.set_hard_state(group.gid, rd.hard_state)
+        if batch:
+            self.store.commit(batch)  # one transaction, one fsync, every group
+        endpoint = self.endpoint
+        for group, rd in readies:
+            for m in rd.messages:
+                if isinstance(m, InstallSnapshot):
+                    self._spawn(self._ship_snapshot(group.gid, m))
+                    continue
+                try:
+                    endpoint.send(group.gid, m)
+                    self.counters["messages_sent"] += 1
+                except (TransportError, ValueError) as exc:
+                    log.warning("group %d: cannot send %s: %s", group.gid, type(m).__name__, exc)
+            if rd.snapshot is not None:
+                group.applied = rd.snapshot.metadata.index
+                group.restored_at = rd.snapshot.metadata.index
+            if rd.committed_entries:
+                self._applied(group, rd.committed_entries)
+            group.raw.advance(rd)
+            if group.raw.has_ready():
+                self._dirty.add(group.gid)
+        if self._dirty and not self._cycle_scheduled:
+            self._cycle_scheduled = True
+            asyncio.get_running_loop().call_soon(self._run_cycle)
+
+    def _applied(self, group: _Group, entries: list[Entry]) -> None:
+        group.applied = entries[-1].index
+        group.changed.set()
+        if group.waiters:
+            for entry in entries:
+                if entry.kind != EntryKind.NORMAL or not entry.data:
+                    continue
+                try:
+                    proposal = decode_proposal(entry.data, group=group.gid, index=entry.index)
+                except CorruptLogError:
+                    log.exception("group %d: undecodable entry %d", group.gid, entry.index)
+                    continue
+                if proposal is None:
+                    continue
+                fut = group.waiters.pop((proposal.session, proposal.seq), None)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+        if group.feed is not None:
+            group.feed.wake.set()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tick_loop(self) -> None:
+        interval = self.config.tick_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            for gid, group in self.groups.items():
+                group.raw.tick()
+                self._dirty.add(gid)
+            if self._dirty and not self._cycle_scheduled:
+                self._cycle_scheduled = True
+                asyncio.get_running_loop().call_soon(self._run_cycle)
+
+    # -- transport callbacks -----------------------------------------------------------
+
+    def _on_messages(self, peer: int, envelopes: list[Envelope]) -> None:
+        for gid, message in envelopes:
+            group = self.groups.get(gid)
+            if group is None:
+                self.counters["unknown_group_messages"] += 1
+                continue
+            group.raw.step(message)
+            self._mark(gid)
+
+    def _on_unreachable(self, peer: int, groups: frozenset[int] | None) -> None:
+        targets = self.groups.keys() if groups is None else groups
+        for gid in targets:
+            group = self.groups.get(gid)
+            if group is not None:
+                group.raw.report_unreachable(peer)
+                self._mark(gid)
+
+    async def _ship_snapshot(self, gid: int, message: InstallSnapshot) -> None:
+        meta = message.snapshot.metadata
+        success = False
+        try:
+            reader = self.store.snapshots.open(gid, meta.index, meta.term)
+            try:
+                chunks = _iterate_chunks(reader.chunks())
+                await self.endpoint.send_snapshot(gid, message, chunks)
+                success = True
+                self.counters["snapshots_sent"] += 1
+            finally:
+                reader.close()
+        except (CopyCatError, OSError) as exc:
+            log.warning(
+                "group %d: snapshot %d to node %d failed: %s", gid, meta.index, message.to, exc
+            )
+        group = self.groups.get(gid)
+        if group is not None and message.term != 0:
+            group.raw.report_snapshot(message.to, success=success)
+            self._mark(gid)
+
+    async def _on_snapshot(
+        self, peer: int, gid: int, message: InstallSnapshot, chunks: AsyncIterator[bytes]
+    ) -> None:
+        group = self.groups.get(gid)
+        if group is None:
+            raise GroupNotFoundError(gid)
+        meta = message.snapshot.metadata
+        writer = self.store.snapshots.begin_write(gid, meta)
+        try:
+            async for chunk in chunks:
+                writer.write(chunk)
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        self.counters["snapshots_received"] += 1
+        if message.term == 0:
+            # An offer from a subscriber's member: record it and compact up to it.
+            self._adopt_offered_snapshot(group, meta)
+            return
+        group.raw.step(message)
+        self._mark(gid)
+        self._run_cycle_now()
+
+    def _run_cycle_now(self) -> None:
+        if not self._closed:
+            self._cycle_scheduled = False
+            self._run_cycle()
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def take_snapshot(self, group: _Group, index: int, table: bytes, user: bytes) -> None:
+        """Record a snapshot of `group` at `index` (which its subscriber has consumed),
+        compact the log below it, and offer it to the other members."""
+        log_ = group.log
+        meta_now = log_.snapshot_metadata()
+        if index <= meta_now.index:
+            return
+        term = log_.term(index)
+        meta = SnapshotMetadata(index=index, term=term, conf_state=group.raw.conf_state())
+        self.store.snapshots.write_bytes(group.gid, meta, _snapshot_payload(table, user))
+        batch = WriteBatch()
+        batch.record_snapshot(group.gid, meta)
+        batch.compact(group.gid, max(0, index - self.config.snapshot_keep_entries))
+        self.store.commit(batch)
+        self.store.snapshots.prune(group.gid, protect=meta)
+        self.counters["snapshots_taken"] += 1
+        conf = group.raw.conf_state()
+        for member in sorted(conf.members() - {self.config.node_id}):
+            offer = InstallSnapshot(
+                term=0, sender=self.config.node_id, to=member, snapshot=Snapshot(metadata=meta)
+            )
+            self._spawn(self._ship_snapshot(group.gid, offer))
+
+    def _adopt_offered_snapshot(self, group: _Group, meta: SnapshotMetadata) -> None:
+        if meta.index > group.applied or meta.index <= group.log.snapshot_metadata().index:
+            return  # not applied here yet (raft will ship one), or nothing newer
+        try:
+            if group.log.term(meta.index) != meta.term:
+                return
+        except CopyCatError:
+            return
+        batch = WriteBatch()
+        batch.record_snapshot(group.gid, meta)
+        batch.compact(group.gid, max(0, meta.index - self.config.snapshot_keep_entries))
+        self.store.commit(batch)
+        self.store.snapshots.prune(group.gid, protect=meta)
+
+    # -- proposals ----------------------------------------------------------------------------
+
+    async def propose(self, gid: int, session: Session, data: bytes) -> None:
+        """Propose `data` to group `gid` and return once it is committed. Retried with
+        the same (session, sequence) until committed or `proposal_timeout_s` passes."""
+        if self._closed:
+            raise ClosedError("the node is shut down")
+        group = self.group(gid)
+        cfg = self.config
+        if session.window is None:
+            session.window = asyncio.Semaphore(cfg.max_in_flight_proposals)
+        async with session.window:
+            await self._propose_in_window(gid, group, session, data)
+
+    async def _propose_in_window(
+        self, gid: int, group: _Group, session: Session, data: bytes
+    ) -> None:
+        cfg = self.config
+        seq = session.next_seq
+        session.next_seq += 1
+        session.in_flight.add(seq)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.proposal_timeout_s
+        fut: asyncio.Future[None] = loop.create_future()
+        group.waiters[(session.id, seq)] = fut
+        try:
+            while True:
+                payload = encode_proposal(
+                    Proposal(
+                        session=session.id,
+                        seq=seq,
+                        first_unacked=session.first_unacked(),
+                        data=data,
+                    )
+                )
+                try:
+                    group.raw.propose(payload)
+                    self._mark(gid)
+                except ProposalError:
+                    pass  # no leader yet, or refused for now: retry after a pause
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise ProposalTimeoutError(
+                        f"group {gid}: proposal {seq} not seen committed within "
+                        f"{cfg.proposal_timeout_s} s; it may still commit (at most once)"
+                    )
+                try:
+                    await asyncio.wait_for(
+                        asyncio.shield(fut), min(cfg.proposal_retry_s, remaining)
+                    )
+                    return
+                except TimeoutError:
+                    continue
+        finally:
+            group.waiters.pop((session.id, seq), None)
+            session.in_flight.discard(seq)
+
+    # -- membership of a group ----------------------------------------------------------------
+
+    async def add_member(self, gid: int, node_id: int, *, voter: bool) -> None:
+        """On the leader: add `node_id` to group `gid` (as a learner or a voter) and
+        return once the change is applied here. Raises `NotLeaderError` elsewhere."""
+        group = self.group(gid)
+        raw = group.raw
+        if not raw.is_leader():
+            raise NotLeaderError(raw.leader_id or None)
+        conf = raw.conf_state()
+        target = conf.voters if voter else conf.learners
+        if node_id in target:
+            return
+        change: ConfChange = add_voter(node_id) if voter else add_learner(node_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.proposal_timeout_s
+        proposed = False
+        for _attempt in range(1_000_000):
+            members = raw.conf_state().voters if voter else raw.conf_state().learners
+            if node_id in members:
+                return
+            if loop.time() > deadline:
+                raise ProposalTimeoutError(f"group {gid}: adding node {node_id} did not commit")
+            if not raw.is_leader():
+                raise NotLeaderError(raw.leader_id or None)
+            if not proposed:
+                try:
+                    raw.propose_conf_change(change)
+                    self._mark(gid)
+                    proposed = True
+                except (ConfChangeError, ProposalDroppedError):
+                    pass  # another change is pending: try again after the next apply
+            group.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(group.changed.wait(), self.config.tick_interval_s * 5)
+
+    async def _serve_start_replica(self, peer: int, body: bytes) -> bytes:
+        (gid,) = _decode_ints(body, 1)
+        self.open_member(gid)
+        return b""
+
+    async def _serve_add_member(self, peer: int, body: bytes) -> bytes:
+        gid, node_id, voter = _decode_ints(body, 3)
+        await self.add_member(gid, node_id, voter=bool(voter))
+        return b""
+
+    # -- subscribers --------------------------------------------------------------------------
+
+    def attach_feed(self, gid: int, provider: SnapshotProvider) -> Feed:
+        group = self.group(gid)
+        if group.feed is not None and not group.feed.closed:
+            raise ValueError(f"group {gid} already has a subscriber on this node")
+        group.feed = Feed(self, group, provider)
+        return group.feed
+
+    def detach_feed(self, gid: int) -> None:
+        group = self.groups.get(gid)
+        if group is not None and group.feed is not None:
+            group.feed.closed = True
+            group.feed.wake.set()
+            group.feed = None
+
+
+async def _iterate_chunks(chunks: object) -> AsyncIterator[bytes]:
+    for chunk in chunks:  # type: ignore[attr-defined]
+        yield chunk
+        await asyncio.sleep(0)
+
+
+def _decode_ints(body: bytes, count: int) -> tuple[int, ...]:
+    try:
+        values = msgpack.unpackb(body)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ValueError(f"malformed request body: {exc}") from exc
+    if (
+        not isinstance(values, list)
+        or len(values) != count
+        or any(type(v) is not int or v < 0 for v in values)
+    ):
+        raise ValueError(f"a request body must be {count} non-negative integers")
+    return tuple(values)
+
+
+def encode_ints(*values: int) -> bytes:
+    packed: bytes = msgpack.packb(list(values))
+    return packed
