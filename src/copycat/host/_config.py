@@ -25,6 +25,12 @@ class HostConfig:
     heartbeat_ticks: int = 1
     """Ticks between a leader's heartbeats."""
 
+    quiesce_after_ticks: int = 5
+    """Ticks without new entries, commits or term after which a group stops ticking
+    (no heartbeats, no election timer) until a message, a proposal or a member failure
+    wakes it: what lets a node host thousands of idle groups. Must stay below
+    `election_ticks` so that followers settle before they would time out."""
+
     snapshot_every_entries: int = 10_000
     """A subscriber's member takes a snapshot (asking the provider) after consuming this
     many entries since the last one, then compacts the log. Smaller bounds log size and
@@ -78,6 +84,8 @@ class HostConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "must be at least 1")
+        if not 0 < self.quiesce_after_ticks < self.election_ticks:
+            raise ConfigError("quiesce_after_ticks", "must be in 1..election_ticks-1")
         if self.snapshot_keep_entries < 0:
             raise ConfigError("snapshot_keep_entries", "must not be negative")
         if self.proposal_retry_s <= 0 or self.proposal_timeout_s < self.proposal_retry_s:

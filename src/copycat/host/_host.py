@@ -63,11 +63,13 @@ from copycat.raft import (
     InstallSnapshot,
     RaftConfig,
     RawNode,
+    Role,
     Snapshot,
     SnapshotMetadata,
     add_learner,
     add_voter,
     bootstrap_entries,
+    remove_node,
 )
 from copycat.storage import WriteBatch
 
@@ -266,6 +268,8 @@ class _Group:
         "changed",
         "feed",
         "gid",
+        "idle_ticks",
+        "last_progress",
         "log",
         "raw",
         "restored_at",
@@ -280,8 +284,15 @@ class _Group:
         self.restored_at = 0
         self.feed: Feed | None = None
         self.waiters: dict[tuple[bytes, int], asyncio.Future[None]] = {}
+        self.idle_ticks = 0
+        self.last_progress: tuple[int, int, int] = (0, 0, 0)
         self.changed = asyncio.Event()
         """Set whenever the group applies entries (membership waits on it)."""
+
+    def progress(self) -> tuple[int, int, int]:
+        """What changes when the group does work (heartbeats alone do not change it)."""
+        raft = self.raw.raft
+        return raft.log.last_index(), raft.log.committed, raft.term
 
 
 class Host:
@@ -292,6 +303,12 @@ class Host:
         self.store = store
         self.endpoint = endpoint
         self.groups: dict[int, _Group] = {}
+        self._awake: set[int] = set()
+        """Groups that tick; the others are quiescent (see `_may_quiesce`)."""
+        self.is_alive: Callable[[int], bool] = lambda _node_id: True
+        """The membership layer's opinion of a node (set by the node); followers only
+        quiesce under a leader that is alive."""
+        self._failed_nodes: set[int] = set()
         self._dirty: set[int] = set()
         self._cycle_scheduled = False
         self._tick_task: asyncio.Task[None] | None = None
@@ -311,6 +328,7 @@ class Host:
         endpoint.set_snapshot_handler(self._on_snapshot)
         endpoint.register_request_handler("copycat.start_replica", self._serve_start_replica)
         endpoint.register_request_handler("copycat.add_member", self._serve_add_member)
+        endpoint.register_request_handler("copycat.remove_member", self._serve_remove_member)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -356,6 +374,7 @@ class Host:
         raw = RawNode(self._raft_config(), _MetadataOnlyLog(group_log))
         group = _Group(gid, raw, group_log)
         self.groups[gid] = group
+        self._awake.add(gid)
         self._mark(gid)
         return group
 
@@ -386,6 +405,7 @@ class Host:
         return self.group(gid).raw.leader_id
 
     def campaign(self, gid: int) -> None:
+        self.wake(gid)
         self.group(gid).raw.campaign()
         self._mark(gid)
 
@@ -471,12 +491,77 @@ class Host:
         interval = self.config.tick_interval_s
         while True:
             await asyncio.sleep(interval)
-            for gid, group in self.groups.items():
-                group.raw.tick()
-                self._dirty.add(gid)
-            if self._dirty and not self._cycle_scheduled:
-                self._cycle_scheduled = True
-                asyncio.get_running_loop().call_soon(self._run_cycle)
+            self.tick()
+
+    def tick(self) -> None:
+        """One tick for every group that is not quiescent."""
+        quiesce_after = self.config.quiesce_after_ticks
+        settled = []
+        for gid in self._awake:
+            group = self.groups.get(gid)
+            if group is None:
+                settled.append(gid)
+                continue
+            progress = group.progress()
+            if progress != group.last_progress:
+                group.last_progress = progress
+                group.idle_ticks = 0
+            else:
+                group.idle_ticks += 1
+                if group.idle_ticks >= quiesce_after and self._may_quiesce(group):
+                    settled.append(gid)
+                    continue
+            group.raw.tick()
+            self._dirty.add(gid)
+        for gid in settled:
+            self._awake.discard(gid)
+        if self._dirty and not self._cycle_scheduled:
+            self._cycle_scheduled = True
+            asyncio.get_running_loop().call_soon(self._run_cycle)
+
+    def _may_quiesce(self, group: _Group) -> bool:
+        """Idle groups stop ticking (no heartbeats, no election timer) until a message,
+        a proposal or a failure wakes them. A leader quiesces once every member holds
+        its whole log; a follower once it hears nothing new from a leader that the
+        membership layer says is alive (if that leader's node fails, `node_failed`
+        wakes the group and it elects another)."""
+        raw = group.raw
+        if group.waiters or raw.has_ready():
+            return False
+        if raw.is_leader():
+            last = raw.raft.log.last_index()
+            if raw.raft.lead_transferee:
+                return False
+            return all(pr.match == last for pr in raw.raft.tracker.progress.values())
+        leader = raw.leader_id
+        return (
+            bool(leader)
+            and raw.role == Role.FOLLOWER
+            and leader not in self._failed_nodes
+            and self.is_alive(leader)
+        )
+
+    def wake(self, gid: int) -> None:
+        """Make a quiescent group tick again."""
+        group = self.groups.get(gid)
+        if group is not None and gid not in self._awake:
+            self._awake.add(gid)
+            group.idle_ticks = 0
+
+    def node_failed(self, node_id: int) -> None:
+        """The membership layer declared `node_id` failed: wake every group it leads (or
+        is a member of), so that they elect a new leader if they must."""
+        self._failed_nodes.add(node_id)
+        for gid, group in self.groups.items():
+            if group.raw.leader_id == node_id or node_id in group.raw.conf_state().members():
+                self.wake(gid)
+
+    def node_recovered(self, node_id: int) -> None:
+        """`node_id` is alive again (or joined anew)."""
+        self._failed_nodes.discard(node_id)
+
+    def quiescent_groups(self) -> int:
+        return len(self.groups) - len(self._awake)
 
     # -- transport callbacks -----------------------------------------------------------
 
@@ -487,6 +572,8 @@ class Host:
                 self.counters["unknown_group_messages"] += 1
                 continue
             group.raw.step(message)
+            if gid not in self._awake:
+                self.wake(gid)
             self._mark(gid)
 
     def _on_unreachable(self, peer: int, groups: frozenset[int] | None) -> None:
@@ -621,6 +708,7 @@ class Host:
                         data=data,
                     )
                 )
+                self.wake(gid)
                 try:
                     group.raw.propose(payload)
                     self._mark(gid)
@@ -678,6 +766,52 @@ class Host:
             group.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(group.changed.wait(), self.config.tick_interval_s * 5)
+
+    async def remove_member(self, gid: int, node_id: int) -> None:
+        """On the leader: remove `node_id` from group `gid`; returns once applied here."""
+        group = self.group(gid)
+        raw = group.raw
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.proposal_timeout_s
+        proposed = False
+        for _attempt in range(1_000_000):
+            if node_id not in raw.conf_state().members():
+                return
+            if loop.time() > deadline:
+                raise ProposalTimeoutError(f"group {gid}: removing node {node_id} did not commit")
+            if not raw.is_leader():
+                raise NotLeaderError(raw.leader_id or None)
+            if not proposed:
+                try:
+                    raw.propose_conf_change(remove_node(node_id))
+                    self._mark(gid)
+                    proposed = True
+                except (ConfChangeError, ProposalDroppedError):
+                    pass
+            group.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(group.changed.wait(), self.config.tick_interval_s * 5)
+
+    def drop_group(self, gid: int) -> None:
+        """Stop hosting group `gid` here and delete everything stored for it."""
+        self._awake.discard(gid)
+        group = self.groups.pop(gid, None)
+        if group is None:
+            return
+        if group.feed is not None:
+            group.feed.closed = True
+            group.feed.wake.set()
+        for fut in group.waiters.values():
+            if not fut.done():
+                fut.set_exception(ClosedError(f"group {gid} left this node"))
+        batch = WriteBatch()
+        batch.delete_group(gid)
+        self.store.commit(batch)
+
+    async def _serve_remove_member(self, peer: int, body: bytes) -> bytes:
+        gid, node_id = _decode_ints(body, 2)
+        await self.remove_member(gid, node_id)
+        return b""
 
     async def _serve_start_replica(self, peer: int, body: bytes) -> bytes:
         (gid,) = _decode_ints(body, 1)
