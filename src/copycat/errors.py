@@ -2,6 +2,7 @@
 
     CopyCatError
     ├── ConfigError (also ValueError)          invalid configuration; names the field
+    ├── InvalidIdError (also ValueError)       text that is not a data structure id
     ├── ProposalError                          a proposal was not accepted
     │   ├── NotLeaderError(leader_hint)        this member cannot take it; try the hint
     │   ├── ProposalDroppedError               refused (flow control, pending change); retry later
@@ -46,6 +47,7 @@ __all__: Final = [
     "GroupNotFoundError",
     "HandshakeError",
     "InternalError",
+    "InvalidIdError",
     "MessageTooLargeError",
     "NotEnoughNodesError",
     "NotLeaderError",
@@ -74,6 +76,17 @@ class ConfigError(CopyCatError, ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class InvalidIdError(CopyCatError, ValueError):
+    """Text (or a number) that is not a data structure id: a ULID is 26 characters of
+    Crockford base32 (0-9 and A-Z without I, L, O, U; either case) whose first character
+    is 0 to 7. `text` holds what was given. Check where the id came from: ids are made by
+    `new_data_structure_id()` and travel only in their string form."""
+
+    def __init__(self, text: object, reason: str) -> None:
+        super().__init__(f"{text!r} is not a data structure id: {reason}")
+        self.text = text
 
 
 class ProposalError(CopyCatError):

@@ -847,6 +847,9 @@ async def _iterate_chunks(chunks: object) -> AsyncIterator[bytes]:
 
 
 def _decode_ints(body: bytes, count: int) -> tuple[int, ...]:
+    """Decode a control request body: `count` unsigned integers of up to 128 bits, each
+    sent as 16 big-endian bytes (msgpack integers stop at 64 bits; group ids are
+    128-bit ULIDs)."""
     try:
         values = msgpack.unpackb(body)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
@@ -854,12 +857,13 @@ def _decode_ints(body: bytes, count: int) -> tuple[int, ...]:
     if (
         not isinstance(values, list)
         or len(values) != count
-        or any(type(v) is not int or v < 0 for v in values)
+        or any(not isinstance(v, bytes) or len(v) != 16 for v in values)
     ):
-        raise ValueError(f"a request body must be {count} non-negative integers")
-    return tuple(values)
+        raise ValueError(f"a request body must be {count} 16-byte integers")
+    return tuple(int.from_bytes(v, "big") for v in values)
 
 
 def encode_ints(*values: int) -> bytes:
-    packed: bytes = msgpack.packb(list(values))
+    """Encode a control request body (see `_decode_ints`)."""
+    packed: bytes = msgpack.packb([v.to_bytes(16, "big") for v in values])
     return packed

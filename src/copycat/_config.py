@@ -1,0 +1,752 @@
+# The node's configuration: `Config`, its presets and the sub-configs it builds.
+#
+# What lives here: frozen data with one documented knob per field (memberlist config.go
+# style: meaning, unit, default, trade-off, constraints), validated at construction
+# (`ConfigError(field, message)` names the field and the rule broken); the presets
+# `default()`, `local()`, `lan()` and `wan()`, written as diffs from the default with a
+# reason per value; `from_env()`; and the translation into the layers' own configs
+# (`TransportConfig`, `MembershipConfig`, `HostConfig`) and the log store.
+#
+# What must not: sockets, threads, asyncio, or files being read or written at
+# construction (`open_log_store()` is the one method that touches the disk, and only
+# when called). The node, not this module, generates and persists a missing node id.
+"""Settings of a CopyCat node: identity, addresses, peers, security and tuning."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal, TypedDict, Unpack, cast
+
+from copycat.errors import ConfigError
+
+if TYPE_CHECKING:
+    from copycat.host import HostConfig
+    from copycat.membership import MembershipConfig
+    from copycat.storage import LogStore
+    from copycat.transport import TransportConfig
+
+__all__: Final = ["Config", "GossipPreset"]
+
+GossipPreset = Literal["local", "lan", "wan"]
+"""Timing preset of the gossip layer: "local" (loopback only), "lan" or "wan"."""
+
+GOSSIP_PRESETS: Final = ("local", "lan", "wan")
+
+COMPRESSION_CODECS: Final = ("zstd", "lz4")
+"""Codec names the transport knows (the transport's own list; kept equal by a test)."""
+
+MAX_NODE_ID: Final = (1 << 63) - 1
+"""Node ids fit a signed 64-bit integer: the tightest bound among the layers (membership
+and raft); the transport and the host allow up to 2**64 - 1."""
+
+MAX_LABEL_BYTES: Final = 64
+"""Longest cluster name, data center or rack, in UTF-8 bytes (gossip metadata is 512 bytes)."""
+
+MAX_HOSTNAME_CHARS: Final = 190
+"""Longest hostname: "[host]:port" must fit the 200 bytes membership allows an address."""
+
+GOSSIP_KEY_BYTES: Final = 32
+"""Length of a gossip key once decoded (AES-256-GCM)."""
+
+NODE_ID_FILE: Final = "node_id"
+"""Name of the file under `data_dir` where a node keeps its generated id."""
+
+LOG_STORE_DIR: Final = "raft"
+"""Name of the directory under `data_dir` that holds the log store."""
+
+_HOSTNAME_RE: Final = re.compile(
+    r"^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$"
+)
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+class _ConfigKwargs(TypedDict, total=False):
+    """Every `Config` field as an optional keyword: the type of the presets' overrides.
+    A test keeps its keys equal to the dataclass fields."""
+
+    hostname: str
+    port: int
+    gossip_port: int
+    data_dir: str
+    peers_to_contact: Sequence[str]
+    data_center: str
+    rack: str
+    cluster_name: str
+    node_id: int | None
+    tls_ca_file: str | None
+    tls_cert_file: str | None
+    tls_key_file: str | None
+    gossip_keys: Sequence[str]
+    insecure_plaintext_gossip: bool
+    durable: bool
+    tick_interval_s: float
+    election_ticks: int
+    snapshot_every_entries: int
+    proposal_timeout_s: float
+    replicas: int
+    gossip_preset: GossipPreset
+    compression: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Settings of one CopyCat node. The defaults run one node on one machine: loopback,
+    ports 7458 and 7459, data under ./copy-cat-db, no TLS, no gossip keys.
+
+    Every duration is in seconds. Invalid values raise `ConfigError` at construction,
+    naming the field and the rule. Sequences (`peers_to_contact`, `gossip_keys`,
+    `compression`) may be given as lists; they are stored as tuples, so a `Config` is
+    hashable. `gossip_keys` are left out of `repr()`.
+
+    Presets: `Config.default()`, `Config.local()` (tests and demos on one machine),
+    `Config.lan()` (one data center) and `Config.wan()` (several regions), each taking
+    overrides as keywords. `Config.from_env()` reads `COPYCAT_*` variables.
+    """
+
+    # -- identity and addresses ---------------------------------------------------------
+
+    hostname: str = "127.0.0.1"
+    """The address other nodes reach this node at, and the address it binds, for both the
+    CopyCat transport and gossip: an IP address (IPv6 without brackets) or a DNS name.
+    Default "127.0.0.1": one machine only. Must not be a wildcard address ("0.0.0.0",
+    "::"), since it is published to the other nodes. At most 190 characters."""
+
+    port: int = 7458
+    """TCP port of the CopyCat transport (raft messages, snapshots, control requests),
+    0 to 65535. Default 7458. 0 lets the OS pick a free port (the node publishes the port
+    it got): convenient for tests, but a node that restarts should keep its port. Must
+    differ from `gossip_port` unless both are 0."""
+
+    gossip_port: int = 7459
+    """UDP and TCP port of the gossip endpoint (membership and the directory), 0 to 65535.
+    Default 7459. 0 lets the OS pick; other nodes then need the port it got in their
+    `peers_to_contact`, and a node that restarts should keep its port (its old record
+    holds its name at the old address until it expires)."""
+
+    data_dir: str = "./copy-cat-db"
+    """Directory of this node's durable state: the log store (raft logs, hard state,
+    snapshots) in `raft/` and the `node_id` file. Default "./copy-cat-db" (created when missing).
+    One directory per node: two nodes sharing one are refused by the store's lock. A
+    path-like object is accepted and stored as a string."""
+
+    peers_to_contact: Sequence[str] = ()
+    """Gossip addresses ("host:port", IPv6 as "[::1]:7459") of nodes already in the
+    cluster. Default (): this node starts a new cluster. One reachable peer is enough;
+    listing every node, this one included, is fine (unreachable peers and this node are
+    skipped, and a node that reaches none keeps retrying). Stored as a tuple."""
+
+    data_center: str = "dc1"
+    """Data center of this node, 1 to 64 printable UTF-8 bytes. Default "dc1". Placement
+    spreads a data structure's replicas over data centers first, then racks, so name them
+    after real failure domains."""
+
+    rack: str = "rack1"
+    """Rack of this node within its data center, 1 to 64 printable UTF-8 bytes. Default
+    "rack1". Placement spreads replicas within a data center over racks."""
+
+    cluster_name: str = "copycat"
+    """Name of the cluster, 1 to 64 printable UTF-8 bytes. Default "copycat". Nodes with
+    another name are refused at the transport handshake and by gossip, so two clusters
+    sharing a network never mix."""
+
+    node_id: int | None = None
+    """This node's id in every raft group: an integer from 1 to 2**63 - 1, never reused
+    for another node and never an address. Default None: the node generates a random id
+    on its first start, writes it to `<data_dir>/node_id` (see `node_id_file`) and reads
+    it back on every later start, so the id follows the data. Set it explicitly only
+    when you manage ids yourself; it must then match the id file if one exists."""
+
+    # -- security -----------------------------------------------------------------------
+
+    tls_ca_file: str | None = None
+    """PEM file of the cluster CA that signs every node's certificate. Default None (with
+    the two below): the transport runs plain TCP, fit for loopback and trusted networks
+    only. The three TLS files are given all together or not at all; with them, every
+    transport connection is mutual TLS and a peer the CA did not sign is refused. Files
+    are read when the node starts, not here."""
+
+    tls_cert_file: str | None = None
+    """PEM file of this node's certificate (chain), signed by `tls_ca_file`. Default None.
+    Given together with `tls_ca_file` and `tls_key_file`."""
+
+    tls_key_file: str | None = None
+    """PEM file of the unencrypted private key of `tls_cert_file`. Default None. Given
+    together with `tls_ca_file` and `tls_cert_file`."""
+
+    gossip_keys: Sequence[str] = field(default=(), repr=False)
+    """Gossip encryption keys: base64 text of 32 random bytes each (make one with
+    `python -m kinship keygen`). The first encrypts, every one decrypts, which is how
+    keys rotate. Default (): gossip in plaintext, allowed only on loopback with the
+    "local" preset. Required otherwise, unless `insecure_plaintext_gossip` is set. Every
+    node of a cluster needs the same keys. Hidden from `repr()`."""
+
+    insecure_plaintext_gossip: bool = False
+    """Allow gossip without `gossip_keys` off loopback or with the "lan" or "wan" preset.
+    Default False. Anyone who can reach the gossip port can then forge membership: set it
+    only where everything that can reach the port is trusted."""
+
+    # -- tuning -------------------------------------------------------------------------
+
+    durable: bool = True
+    """Whether every storage write is fsynced before it is acknowledged. Default True:
+    nothing acknowledged is lost while a majority of a group keeps its disks. False is
+    several times faster at the cost of losing the latest writes when the machine (not
+    just the process) crashes: fit for tests and throwaway data."""
+
+    tick_interval_s: float = 0.1
+    """Seconds per raft tick, the clock of elections and heartbeats (a leader heartbeats
+    every tick). Default 0.1 s. With `election_ticks` = 10 a dead leader is replaced
+    after 1 to 2 s. Shorter ticks fail over faster at the cost of CPU per awake group and
+    more spurious elections when the network round trip nears the tick. Keep it above the
+    round trip between nodes. Positive and finite."""
+
+    election_ticks: int = 10
+    """Ticks a follower waits without hearing a leader before it campaigns (randomized
+    between this and twice this). Default 10. Failover takes about `election_ticks` x
+    `tick_interval_s`; more ticks ride out longer pauses (GC, a loaded host) at the cost
+    of slower failover. From 2 to 10,000."""
+
+    snapshot_every_entries: int = 10_000
+    """A subscriber's member asks its snapshot provider for a snapshot after this many
+    entries since the last one, stores it, compacts the log and ships it to the detached
+    replicas. Default 10,000. Smaller bounds the log on disk and the catch-up time of a
+    lagging or new member, at the cost of more snapshot work (each one serializes the
+    whole data structure). At least 1."""
+
+    proposal_timeout_s: float = 30.0
+    """How long `propose` waits for its proposal to commit before it raises
+    `ProposalTimeoutError` (outcome unknown: the proposal may still commit, once). Default
+    30 s. Until then the proposal is retried across leader changes with the same
+    session and sequence, so it never applies twice. Must be at least twice the election
+    timeout (2 x `election_ticks` x `tick_interval_s`), so one failover never fails a
+    proposal."""
+
+    replicas: int = 3
+    """Replicas (raft voters) `allocate_data_structure` places when no count is given.
+    Default 3: one replica may fail without loss of availability. 5 survives two failures
+    at the cost of one more network round trip to a quorum on every commit; even counts
+    add cost without adding fault tolerance. At least 1. A single-node cluster places as
+    many as it can and tops up as nodes join."""
+
+    gossip_preset: GossipPreset = "local"
+    """Timing of failure detection: "local" (probe every 0.2 s; loopback only: tests, one
+    machine), "lan" (probe every 1 s: one data center), "wan" (probe every 5 s with slower
+    suspicion: regions and flaky links). Default "local". Faster detection costs packets
+    and more false suspicion on a loaded host. "lan" and "wan" need `gossip_keys` (or
+    `insecure_plaintext_gossip`)."""
+
+    compression: Sequence[str] = ()
+    """Transport compression codecs offered and accepted, in order of preference: "zstd"
+    and "lz4" (install `copycat-replication[compression]`; a codec whose package is
+    missing is skipped). Default (): none. Saves WAN bandwidth at the cost of CPU on both
+    ends; lz4 is cheaper, zstd compresses more. No codec twice."""
+
+    # -- validation ---------------------------------------------------------------------
+
+    def __post_init__(self) -> None:
+        for name in ("peers_to_contact", "gossip_keys", "compression"):
+            value = getattr(self, name)
+            if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+                raise ConfigError(name, "must be a list or tuple of strings, not a single value")
+            object.__setattr__(self, name, tuple(value))
+        if isinstance(self.data_dir, os.PathLike):
+            object.__setattr__(self, "data_dir", os.fspath(self.data_dir))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ConfigError` naming the first field that breaks its rule (run at
+        construction; a `Config` that exists is valid)."""
+        _check_hostname(self.hostname)
+        _check_port("port", self.port)
+        _check_port("gossip_port", self.gossip_port)
+        if self.port != 0 and self.port == self.gossip_port:
+            raise ConfigError(
+                "gossip_port", f"must differ from port ({self.port}) unless both are 0"
+            )
+        if not isinstance(self.data_dir, str) or not self.data_dir:
+            raise ConfigError("data_dir", "must be a non-empty path")
+        for peer in self.peers_to_contact:
+            _split_host_port("peers_to_contact", peer)
+        _check_label("data_center", self.data_center)
+        _check_label("rack", self.rack)
+        _check_label("cluster_name", self.cluster_name)
+        if self.node_id is not None and (
+            not _is_int(self.node_id) or not 1 <= self.node_id <= MAX_NODE_ID
+        ):
+            raise ConfigError("node_id", "must be None or an integer from 1 to 2**63 - 1")
+        self._validate_security()
+        self._validate_tuning()
+
+    def _validate_security(self) -> None:
+        tls = {
+            "tls_ca_file": self.tls_ca_file,
+            "tls_cert_file": self.tls_cert_file,
+            "tls_key_file": self.tls_key_file,
+        }
+        for name, value in tls.items():
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(name, "must be None or the path of a PEM file")
+        given = [name for name, value in tls.items() if value is not None]
+        if given and len(given) != len(tls):
+            missing = sorted(set(tls) - set(given))
+            raise ConfigError(
+                missing[0],
+                "the TLS files go together: give tls_ca_file, tls_cert_file and "
+                f"tls_key_file, or none of them (missing: {', '.join(missing)})",
+            )
+        seen: set[bytes] = set()
+        for key in self.gossip_keys:
+            raw = _decode_key(key)
+            if raw in seen:
+                raise ConfigError("gossip_keys", "lists the same key twice")
+            seen.add(raw)
+        if not isinstance(self.insecure_plaintext_gossip, bool):
+            raise ConfigError("insecure_plaintext_gossip", "must be True or False")
+        if self.gossip_preset not in GOSSIP_PRESETS:
+            raise ConfigError("gossip_preset", f"must be one of {', '.join(GOSSIP_PRESETS)}")
+        loopback = _is_loopback(self.hostname)
+        if self.gossip_preset == "local" and not loopback:
+            raise ConfigError(
+                "gossip_preset",
+                f"'local' runs on loopback only and hostname is {self.hostname!r}; "
+                "use 'lan' or 'wan' (Config.lan() or Config.wan())",
+            )
+        if (
+            not self.gossip_keys
+            and not self.insecure_plaintext_gossip
+            and (not loopback or self.gossip_preset != "local")
+        ):
+            raise ConfigError(
+                "gossip_keys",
+                "gossip keys are required off loopback and with the 'lan' and 'wan' "
+                "presets (make one with `python -m kinship keygen`), or set "
+                "insecure_plaintext_gossip=True on a trusted network",
+            )
+
+    def _validate_tuning(self) -> None:
+        if not isinstance(self.durable, bool):
+            raise ConfigError("durable", "must be True or False")
+        _check_seconds("tick_interval_s", self.tick_interval_s)
+        _check_int("election_ticks", self.election_ticks, 2, 10_000)
+        _check_int("snapshot_every_entries", self.snapshot_every_entries, 1, 1 << 62)
+        _check_seconds("proposal_timeout_s", self.proposal_timeout_s)
+        election_timeout_s = self.election_ticks * self.tick_interval_s
+        if self.proposal_timeout_s < 2 * election_timeout_s:
+            raise ConfigError(
+                "proposal_timeout_s",
+                f"must be at least twice the election timeout (2 x election_ticks x "
+                f"tick_interval_s = {2 * election_timeout_s:g} s), so that one leader "
+                "change never fails a proposal",
+            )
+        _check_int("replicas", self.replicas, 1, 1 << 16)
+        for codec in self.compression:
+            if codec not in COMPRESSION_CODECS:
+                raise ConfigError(
+                    "compression",
+                    f"unknown codec {codec!r}; known: {', '.join(COMPRESSION_CODECS)}",
+                )
+        if len(set(self.compression)) != len(self.compression):
+            raise ConfigError("compression", "lists a codec twice")
+
+    # -- presets ------------------------------------------------------------------------
+
+    @classmethod
+    def default(cls) -> Config:
+        """The defaults: one node on one machine (loopback, ports 7458/7459, data under
+        ./copy-cat-db, durable, "local" gossip). The same as `Config()`."""
+        return cls()
+
+    @classmethod
+    def local(cls, **overrides: Unpack[_ConfigKwargs]) -> Config:
+        """Tests, demos and development clusters on one machine, several nodes per host.
+
+        Differences from the default, and why:
+
+        * `port=0`, `gossip_port=0`: the OS picks free ports, so many nodes (and parallel
+          test runs) share a host without colliding. Read the bound ports back from the
+          node; a peer joins through the first node's gossip port.
+        * `durable=False`: data on a dev box is throwaway, and without fsync a test
+          cluster runs several times faster. Killing a process (even with SIGKILL) still
+          loses nothing: only a machine crash loses the latest writes.
+        * `tick_interval_s=0.05`: loopback round trips are microseconds, so a failover in
+          0.5 to 1 s keeps tests and demos quick.
+
+        Pass `data_dir` (a fresh temporary directory per node, for example
+        `tempfile.mkdtemp()`): nodes must not share one. Nothing is created here.
+        """
+        settings: _ConfigKwargs = {
+            "port": 0,
+            "gossip_port": 0,
+            "durable": False,
+            "tick_interval_s": 0.05,
+        }
+        settings.update(overrides)
+        return cls(**settings)
+
+    @classmethod
+    def lan(cls, **overrides: Unpack[_ConfigKwargs]) -> Config:
+        """Nodes within one data center. Give `hostname` (this node's address on the LAN)
+        and `gossip_keys` (or `insecure_plaintext_gossip=True` on a trusted network).
+
+        Differences from the default, and why:
+
+        * `gossip_preset="lan"`: probing every second instead of every 0.2 s keeps gossip
+          traffic low on a shared network and avoids false suspicion of a node that is
+          briefly busy, while still detecting a failure within a few seconds.
+
+        Raft timing stays at the default (0.1 s ticks, failover in 1 to 2 s): LAN round
+        trips are well under a millisecond.
+        """
+        settings: _ConfigKwargs = {
+            "gossip_preset": "lan",
+        }
+        settings.update(overrides)
+        return cls(**settings)
+
+    @classmethod
+    def wan(cls, **overrides: Unpack[_ConfigKwargs]) -> Config:
+        """Nodes across regions or data centers joined by slow or lossy links. Give
+        `hostname` (this node's routable address) and `gossip_keys` (and TLS files: the
+        traffic crosses networks you do not own).
+
+        Differences from the default, and why:
+
+        * `gossip_preset="wan"`: probes every 5 s with slower suspicion, so that a lossy
+          long-distance link does not make healthy nodes look dead.
+        * `compression=("zstd", "lz4")`: WAN bandwidth costs more than CPU; large append
+          batches and snapshots shrink several times (a codec whose package is missing is
+          skipped).
+        * `tick_interval_s=0.3`: a heartbeat per tick must fit cross-region round trips
+          (up to a few hundred ms) without triggering elections; failover takes 3 to 6 s.
+        * `proposal_timeout_s=60`: commits need a cross-region quorum and failovers take
+          longer, so proposals get more time before their outcome is reported unknown.
+        """
+        settings: _ConfigKwargs = {
+            "gossip_preset": "wan",
+            "compression": ("zstd", "lz4"),
+            "tick_interval_s": 0.3,
+            "proposal_timeout_s": 60.0,
+        }
+        settings.update(overrides)
+        return cls(**settings)
+
+    # -- environment --------------------------------------------------------------------
+
+    @classmethod
+    def from_env(
+        cls,
+        prefix: str = "COPYCAT_",
+        *,
+        environ: Mapping[str, str] | None = None,
+        base: Config | None = None,
+    ) -> Config:
+        """A `Config` from environment variables, for `copycat node` and containers.
+
+        Each field reads the variable named after it in upper case behind `prefix`:
+        `COPYCAT_HOSTNAME`, `COPYCAT_PORT`, `COPYCAT_PEERS_TO_CONTACT`, ... Fields whose
+        variable is unset (or empty, for optional fields) keep their value from `base`
+        (default: `Config.default()`; pass a preset such as `Config.lan(...)` to start
+        from it). Value syntax:
+
+        * integers and seconds in decimal (`COPYCAT_TICK_INTERVAL_S=0.05`);
+        * booleans as 1/0, true/false, yes/no or on/off (any case);
+        * lists (`PEERS_TO_CONTACT`, `GOSSIP_KEYS`, `COMPRESSION`) separated by commas
+          or whitespace, as the original's space-separated peer list;
+        * `COPYCAT_NODE_ID` empty or unset means "generate and persist".
+
+        A variable behind `prefix` that names no field raises `ConfigError` (a typo must
+        not silently fall back to a default), as does a value that does not parse.
+        `environ` defaults to `os.environ`.
+        """
+        env = os.environ if environ is None else environ
+        start = cls.default() if base is None else base
+        known = {f"{prefix}{f.name.upper()}": f.name for f in fields(cls)}
+        for variable in env:
+            if variable.startswith(prefix) and variable not in known:
+                raise ConfigError(
+                    variable,
+                    f"unknown setting; known variables: {', '.join(sorted(known))}",
+                )
+        changes: dict[str, object] = {}
+        for variable, name in known.items():
+            text = env.get(variable)
+            if text is None:
+                continue
+            parsed = _parse_env(name, variable, text.strip())
+            if parsed is not _UNSET:
+                changes[name] = parsed
+        # `_parse_env` gives each field a value of its declared type (and validation
+        # checks again), which mypy cannot follow through the name-keyed dict.
+        return replace(start, **cast("_ConfigKwargs", changes))
+
+    # -- sub-configs --------------------------------------------------------------------
+
+    @property
+    def node_id_file(self) -> Path:
+        """Where the node keeps its generated id: `<data_dir>/node_id` (decimal text)."""
+        return Path(self.data_dir) / NODE_ID_FILE
+
+    def resolve_node_id(self, node_id: int | None = None) -> int:
+        """The node id to run with: `node_id` if given (the id the node generated or read
+        from `node_id_file`), else `self.node_id`. Raises `ConfigError("node_id", ...)`
+        when neither is set, or when both are and they differ."""
+        if node_id is None:
+            if self.node_id is None:
+                raise ConfigError(
+                    "node_id",
+                    "is None (generate it): pass the id the node generated and "
+                    f"persisted in {self.node_id_file}",
+                )
+            return self.node_id
+        if not _is_int(node_id) or not 1 <= node_id <= MAX_NODE_ID:
+            raise ConfigError("node_id", "must be an integer from 1 to 2**63 - 1")
+        if self.node_id is not None and node_id != self.node_id:
+            raise ConfigError("node_id", f"the config says {self.node_id} but {node_id} was passed")
+        return node_id
+
+    def transport_config(self, node_id: int | None = None) -> TransportConfig:
+        """The transport endpoint's settings: binds `hostname:port`, the cluster name,
+        mutual TLS when the TLS files are set, and `compression`. Every other knob keeps
+        the transport's default. `node_id` as in `resolve_node_id`."""
+        from copycat.transport import TLSConfig, TransportConfig
+
+        tls = None
+        if self.tls_ca_file is not None:
+            assert self.tls_cert_file is not None  # validate(): all three or none
+            assert self.tls_key_file is not None
+            tls = TLSConfig(
+                ca_file=self.tls_ca_file,
+                cert_file=self.tls_cert_file,
+                key_file=self.tls_key_file,
+            )
+        return TransportConfig(
+            node_id=self.resolve_node_id(node_id),
+            cluster_name=self.cluster_name,
+            host=self.hostname,
+            port=self.port,
+            tls=tls,
+            compression=tuple(self.compression),
+        )
+
+    def membership_config(
+        self, node_id: int | None = None, *, transport_port: int | None = None
+    ) -> MembershipConfig:
+        """The membership layer's settings: gossip on `hostname:gossip_port`, the peers,
+        keys, preset, cluster name, data center and rack, and the transport address it
+        publishes (`hostname:port`).
+
+        `transport_port` is the port the transport actually bound: required when `port`
+        is 0 (the OS picked it), ignored otherwise unless given. `node_id` as in
+        `resolve_node_id`.
+        """
+        from copycat.membership import MembershipConfig
+
+        bound = self.port if transport_port is None else transport_port
+        if bound == 0:
+            raise ConfigError(
+                "port",
+                "is 0 (the OS picks it): pass transport_port, the port the transport bound, "
+                "so other nodes can reach it",
+            )
+        _check_port("transport_port", bound)
+        return MembershipConfig(
+            node_id=self.resolve_node_id(node_id),
+            gossip_host=self.hostname,
+            gossip_port=self.gossip_port,
+            peers_to_contact=tuple(self.peers_to_contact),
+            cluster_name=self.cluster_name,
+            encryption_keys=tuple(self.gossip_keys),
+            preset=self.gossip_preset,
+            transport_address=_join_host_port(self.hostname, bound),
+            data_center=self.data_center,
+            rack=self.rack,
+            insecure_plaintext=self.insecure_plaintext_gossip,
+        )
+
+    def host_config(self, node_id: int | None = None) -> HostConfig:
+        """The multi-raft host's settings: ticks, elections, snapshots and proposal
+        timing. A proposal not seen committed is retried after
+        `proposal_retry_s = min(proposal_timeout_s, max(1 s, election_ticks x
+        tick_interval_s))`: about one election timeout, so a retry waits out a failover
+        instead of piling onto it. Quiescence keeps the host's default, lowered to
+        `election_ticks - 1` when elections are quicker. Every other knob keeps the
+        host's default. `node_id`
+        as in `resolve_node_id`."""
+        from copycat.host import HostConfig
+
+        retry_s = min(self.proposal_timeout_s, max(1.0, self.election_ticks * self.tick_interval_s))
+        # The host requires quiescence to start before an election timeout; keep its
+        # default unless `election_ticks` is too small for it.
+        quiesce_default = next(
+            (f.default for f in fields(HostConfig) if f.name == "quiesce_after_ticks"), 1
+        )
+        quiesce = quiesce_default if isinstance(quiesce_default, int) else 1
+        return HostConfig(
+            node_id=self.resolve_node_id(node_id),
+            tick_interval_s=self.tick_interval_s,
+            election_ticks=self.election_ticks,
+            quiesce_after_ticks=min(quiesce, self.election_ticks - 1),
+            snapshot_every_entries=self.snapshot_every_entries,
+            proposal_timeout_s=self.proposal_timeout_s,
+            proposal_retry_s=retry_s,
+        )
+
+    @property
+    def log_store_dir(self) -> Path:
+        """Where the node's log store lives: `<data_dir>/raft`."""
+        return Path(self.data_dir) / LOG_STORE_DIR
+
+    def open_log_store(self) -> LogStore:
+        """Open (creating when missing) the node's log store in `log_store_dir`, fsyncing
+        when `durable`. The one method here that touches the disk."""
+        from copycat.storage import open_log_store
+
+        return open_log_store(self.log_store_dir, durable=self.durable)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+_UNSET: Final = object()
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(name, f"must be an integer from {low:,} to {high:,}")
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(name, "must be a finite number of seconds above 0")
+
+
+def _check_port(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(name, "must be an integer from 0 to 65535")
+
+
+def _check_label(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(name, "must be a non-empty string")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_LABEL_BYTES:
+        raise ConfigError(name, f"must be at most {MAX_LABEL_BYTES} UTF-8 bytes")
+    if not value.isprintable():
+        raise ConfigError(name, "must hold printable characters only")
+
+
+def _check_hostname(value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError("hostname", "must be a non-empty IP address or DNS name")
+    if len(value) > MAX_HOSTNAME_CHARS:
+        raise ConfigError("hostname", f"must be at most {MAX_HOSTNAME_CHARS} characters")
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOSTNAME_RE.match(value):
+            raise ConfigError(
+                "hostname",
+                f"{value!r} is neither an IP address (IPv6 without brackets) nor a DNS name",
+            ) from None
+        return
+    if address.is_unspecified:
+        raise ConfigError(
+            "hostname",
+            f"{value!r} is a wildcard address, which other nodes cannot dial; give the "
+            "address this node is reachable at",
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _split_host_port(name: str, value: object) -> tuple[str, int]:
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(name, f"{value!r} is not 'host:port'")
+    host, _, port_text = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ConfigError(name, f"{value!r}: write an IPv6 address in brackets, '[::1]:7459'")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(name, f"{value!r} is not 'host:port' with a port from 1 to 65535")
+    return host, int(port_text)
+
+
+def _join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _decode_key(key: object) -> bytes:
+    if not isinstance(key, str):
+        raise ConfigError("gossip_keys", "each key must be base64 text")
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError("gossip_keys", "a key is not valid base64") from None
+    if len(raw) != GOSSIP_KEY_BYTES:
+        raise ConfigError(
+            "gossip_keys",
+            f"a key decodes to {len(raw)} bytes; keys are {GOSSIP_KEY_BYTES} bytes "
+            "(`python -m kinship keygen`)",
+        )
+    return raw
+
+
+_INT_FIELDS: Final = frozenset(
+    {"port", "gossip_port", "election_ticks", "snapshot_every_entries", "replicas"}
+)
+_FLOAT_FIELDS: Final = frozenset({"tick_interval_s", "proposal_timeout_s"})
+_BOOL_FIELDS: Final = frozenset({"durable", "insecure_plaintext_gossip"})
+_LIST_FIELDS: Final = frozenset({"peers_to_contact", "gossip_keys", "compression"})
+_OPTIONAL_FIELDS: Final = frozenset({"node_id", "tls_ca_file", "tls_cert_file", "tls_key_file"})
+
+
+def _parse_env(name: str, variable: str, text: str) -> object:
+    """The value of field `name` from the text of `variable`, or `_UNSET` to keep the
+    base's value. Errors name the field (and quote the variable)."""
+    if name in _OPTIONAL_FIELDS and not text:
+        return _UNSET
+    if name in _INT_FIELDS or name == "node_id":
+        try:
+            return int(text, 10)
+        except ValueError:
+            raise ConfigError(name, f"{variable}={text!r} is not an integer") from None
+    if name in _FLOAT_FIELDS:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(name, f"{variable}={text!r} is not a number") from None
+    if name in _BOOL_FIELDS:
+        lowered = text.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ConfigError(name, f"{variable}={text!r} is not a boolean (1/0, true/false)")
+    if name in _LIST_FIELDS:
+        return tuple(part for part in re.split(r"[,\s]+", text) if part)
+    return text

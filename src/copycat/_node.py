@@ -1,0 +1,441 @@
+"""The public node: `CopyCat` (one per process, usually) and `Subscription`.
+
+What lives here: composition of the layers (storage, transport, membership, host,
+placement) into the API of ../shared/DESIGN.md, and the control requests that start
+groups on other nodes. What must not: raft logic (in `copycat.raft` / `copycat.host`),
+wire formats, placement arithmetic.
+
+Choices worth knowing:
+* A node hosts at most one member of a group, whose raft id is the node id. A subscriber
+  on a node that already hosts a (detached) voter attaches to that voter rather than
+  adding a second member: one copy of the log per node, and the subscriber's proposals
+  skip a forwarding hop.
+* A data structure's raft group id is its ULID as a 128-bit integer.
+* Subscribing to an id no live node hosts starts a new group for it, placed like
+  `allocate_data_structure` with as many replicas as the cluster can give (at most the
+  configured default), as the original did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import msgpack
+
+from copycat._ids import DataStructureId
+from copycat.errors import (
+    BrokenError,
+    ClosedError,
+    CopyCatError,
+    NotLeaderError,
+    PeerUnreachableError,
+    ProposalTimeoutError,
+)
+from copycat.host import Host, LoadSnapshot, Session, encode_ints
+from copycat.host._host import _decode_ints
+from copycat.membership import DirectoryEntry, Membership, Role
+from copycat.placement import NodeInfo, PlacementRule, Topology, place
+from copycat.storage import open_log_store
+from copycat.transport import Endpoint
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+    from types import TracebackType
+
+    from copycat._config import Config
+    from copycat.host import Feed, SnapshotProvider
+
+log = logging.getLogger("copycat")
+
+NODE_ID_FILE: Final = "node_id"
+_CREATE_GROUP: Final = "copycat.create_group"
+_START_REPLICA: Final = "copycat.start_replica"
+_ADD_MEMBER: Final = "copycat.add_member"
+
+
+def _load_node_id(data_dir: Path, configured: int | None) -> int:
+    """The node's id: configured, or generated once and kept in the data dir."""
+    path = data_dir / NODE_ID_FILE
+    if path.exists():
+        stored = int(path.read_text().strip())
+        if configured is not None and configured != stored:
+            raise CopyCatError(
+                f"the data dir {data_dir} belongs to node {stored}, not {configured}; "
+                "use another data dir or the same node id"
+            )
+        return stored
+    node_id = configured or (int.from_bytes(os.urandom(8), "big") >> 1) or 1
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{node_id}\n")
+    os.replace(tmp, path)
+    return node_id
+
+
+def _directory_group_id(gid: int) -> int:
+    """The group id as the directory carries it (63 bits). The full 128-bit raft group
+    id is the data structure's ULID, which the directory entry names anyway."""
+    return (gid & ((1 << 63) - 1)) or 1
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class CopyCat:
+    """A CopyCat node. Use `async with CopyCat(config) as cc:`, or `start()` and
+    `shutdown()`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._started = False
+        self._closed = False
+        self.node_id = 0
+        self._host: Host | None = None
+        self._endpoint: Endpoint | None = None
+        self._membership: Membership | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._subscriptions: dict[int, Subscription] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> CopyCat:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+    async def start(self) -> None:
+        """Open the data dir, start the transport, join the cluster, resume every group."""
+        if self._started:
+            raise CopyCatError("this node is already started")
+        self._started = True
+        cfg = self.config
+        data_dir = Path(cfg.data_dir)
+        self.node_id = _load_node_id(data_dir, cfg.node_id)
+        store = open_log_store(data_dir / "raft", durable=cfg.durable)
+        endpoint = Endpoint(cfg.transport_config(self.node_id))
+        await endpoint.start()
+        self._endpoint = endpoint
+        host = Host(cfg.host_config(self.node_id), store, endpoint)
+        self._host = host
+        endpoint.register_request_handler(_CREATE_GROUP, self._serve_create_group)
+        endpoint.register_request_handler(_START_REPLICA, self._serve_start_replica)
+        membership = Membership(
+            cfg.membership_config(self.node_id, transport_port=endpoint.address[1])
+        )
+        await membership.start()
+        self._membership = membership
+        await host.start()
+        self._publish(upsert=list(host.groups))
+        self._sync_peers()
+        self._watch = asyncio.get_running_loop().create_task(self._watch_membership())
+
+    async def shutdown(self) -> None:
+        """Leave the cluster and stop. Subscriptions are closed (their members stay)."""
+        if self._closed or not self._started:
+            self._closed = True
+            return
+        self._closed = True
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        for sub in list(self._subscriptions.values()):
+            sub._detach()
+        if self._host is not None:
+            await self._host.close()
+        if self._membership is not None:
+            await self._membership.close(leave=True)
+        if self._endpoint is not None:
+            await self._endpoint.close()
+        if self._host is not None:
+            self._host.store.close()
+
+    def _parts(self) -> tuple[Host, Endpoint, Membership]:
+        if self._closed:
+            raise ClosedError("this CopyCat node is shut down")
+        if self._host is None or self._endpoint is None or self._membership is None:
+            raise CopyCatError("start the node first: `async with CopyCat(config)`")
+        return self._host, self._endpoint, self._membership
+
+    # -- peers -----------------------------------------------------------------------------
+
+    def _sync_peers(self) -> None:
+        _, endpoint, membership = self._parts()
+        for member in membership.view().members:
+            if member.node_id != self.node_id and member.transport_address:
+                host, port = _split_address(member.transport_address)
+                endpoint.add_peer(member.node_id, host, port)
+
+    async def _watch_membership(self) -> None:
+        _, _, membership = self._parts()
+        async for _event in membership.events():
+            try:
+                self._sync_peers()
+            except (CopyCatError, ValueError) as exc:
+                log.warning("cannot update peer addresses: %s", exc)
+
+    def _publish(self, *, upsert: Sequence[int] = (), remove: Sequence[int] = ()) -> None:
+        host, _, membership = self._parts()
+        entries = []
+        for gid in upsert:
+            group = host.groups.get(gid)
+            if group is None:
+                continue
+            cs = group.raw.conf_state()
+            if group.feed is not None:
+                role = Role.INTERACTIVE
+            elif self.node_id in cs.learners:
+                role = Role.LEARNER
+            else:
+                role = Role.VOTER
+            entries.append(
+                DirectoryEntry(
+                    data_structure_id=str(DataStructureId.from_int(gid)),
+                    group_id=_directory_group_id(gid),
+                    replica_id=self.node_id,
+                    role=role,
+                )
+            )
+        keys = [
+            (str(DataStructureId.from_int(gid)), _directory_group_id(gid), self.node_id)
+            for gid in remove
+        ]
+        if entries or keys:
+            membership.publish(upsert=entries, remove=keys)
+
+    # -- ids and allocation ----------------------------------------------------------------
+
+    def new_data_structure_id(self) -> DataStructureId:
+        """A new, unique data structure id (a ULID)."""
+        return DataStructureId.new()
+
+    def _topology(self) -> Topology:
+        _, _, membership = self._parts()
+        return Topology.of(
+            NodeInfo(node_id=m.node_id, data_center=m.data_center, rack=m.rack)
+            for m in membership.view().members
+        )
+
+    async def allocate_data_structure(
+        self, *, replicas: int | None = None, data_center_replicas: int | None = None
+    ) -> DataStructureId:
+        """Start a new data structure's raft group with `replicas` detached voters placed
+        across data centers and racks, and return its id. Raises `NotEnoughNodesError`
+        when the cluster cannot place that many."""
+        ds = self.new_data_structure_id()
+        rule = PlacementRule(
+            replicas=replicas or self.config.replicas, data_center_replicas=data_center_replicas
+        )
+        nodes = place(str(ds), self._topology(), rule)
+        await self._create_group(ds, list(nodes))
+        return ds
+
+    async def _create_group(self, ds: DataStructureId, voters: list[int]) -> None:
+        host, _, _ = self._parts()
+        gid = ds.group_id
+        creator, others = voters[0], voters[1:]
+        for node_id in others:
+            if node_id == self.node_id:
+                host.open_member(gid)
+                self._publish(upsert=[gid])
+            else:
+                await self._call(node_id, _START_REPLICA, encode_ints(gid))
+        if creator == self.node_id:
+            self._create_local(gid, voters)
+        else:
+            await self._call(creator, _CREATE_GROUP, encode_ints(gid, *voters))
+
+    def _create_local(self, gid: int, voters: list[int]) -> None:
+        host, _, _ = self._parts()
+        if gid not in host.groups:
+            host.create_group(gid, voters)
+            host.campaign(gid)
+            self._publish(upsert=[gid])
+
+    async def _call(self, node_id: int, method: str, body: bytes) -> bytes:
+        if node_id == self.node_id:
+            raise CopyCatError("a node does not call itself")
+        _, endpoint, _ = self._parts()
+        return await endpoint.request(node_id, method, body)
+
+    async def _serve_create_group(self, peer: int, body: bytes) -> bytes:
+        values = _decode_ints_any(body)
+        gid, voters = values[0], list(values[1:])
+        if self.node_id not in voters:
+            raise CopyCatError(f"node {self.node_id} is not among the voters {voters}")
+        self._create_local(gid, voters)
+        return b""
+
+    async def _serve_start_replica(self, peer: int, body: bytes) -> bytes:
+        (gid,) = _decode_ints(body, 1)
+        host, _, _ = self._parts()
+        host.open_member(gid)
+        self._publish(upsert=[gid])
+        return b""
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        data_structure_id: DataStructureId | str,
+        snapshot_provider: SnapshotProvider,
+    ) -> Subscription:
+        """Join the data structure's group with an interactive member on this node (or
+        attach to the member this node already hosts) and return the subscription.
+        Subscribing to an id no live node hosts starts a new group for it."""
+        host, _, membership = self._parts()
+        ds = (
+            data_structure_id
+            if isinstance(data_structure_id, DataStructureId)
+            else DataStructureId.parse(data_structure_id)
+        )
+        gid = ds.group_id
+        if gid in self._subscriptions:
+            raise CopyCatError(f"{ds} already has a subscription on this node")
+        if gid not in host.groups:
+            replicas = [r for r in membership.locate(str(ds)) if r.node_id != self.node_id]
+            if not replicas:
+                await self._start_for_subscriber(ds)
+            else:
+                await self._join_as_learner(gid, [r.node_id for r in replicas])
+        feed = host.attach_feed(gid, snapshot_provider)
+        sub = Subscription(self, ds, feed)
+        self._subscriptions[gid] = sub
+        self._publish(upsert=[gid])
+        return sub
+
+    async def _start_for_subscriber(self, ds: DataStructureId) -> None:
+        topology = self._topology()
+        want = min(self.config.replicas, len(topology.node_ids))
+        nodes = list(place(str(ds), topology, PlacementRule(replicas=want)))
+        if self.node_id not in nodes:
+            # The subscriber's node hosts a voter too: one member per node, attached to.
+            nodes = [self.node_id, *nodes[: want - 1]]
+        nodes.remove(self.node_id)
+        await self._create_group(ds, [self.node_id, *nodes])
+
+    async def _join_as_learner(self, gid: int, candidates: list[int]) -> None:
+        host, _, _ = self._parts()
+        host.open_member(gid)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.proposal_timeout_s
+        queue = list(candidates)
+        last_error: Exception | None = None
+        while loop.time() < deadline:
+            target = queue.pop(0) if queue else candidates[0]
+            try:
+                await self._call(target, _ADD_MEMBER, encode_ints(gid, self.node_id, 0))
+                return
+            except NotLeaderError as exc:
+                last_error = exc
+                if exc.leader_hint and exc.leader_hint != self.node_id:
+                    queue.insert(0, exc.leader_hint)
+                else:
+                    await asyncio.sleep(self.config.tick_interval_s * 5)
+            except (PeerUnreachableError, ProposalTimeoutError, CopyCatError) as exc:
+                last_error = exc
+                await asyncio.sleep(self.config.tick_interval_s * 5)
+        raise BrokenError(f"could not join group {gid}") from last_error
+
+    def _forget(self, gid: int) -> None:
+        self._subscriptions.pop(gid, None)
+
+
+class Subscription:
+    """A subscriber's handle on one data structure: propose, commits, errors, snapshots."""
+
+    def __init__(self, node: CopyCat, ds: DataStructureId, feed: Feed) -> None:
+        self._node = node
+        self.data_structure_id = ds
+        self._feed = feed
+        self._session = Session()
+        self._errors: asyncio.Queue[CopyCatError] = asyncio.Queue(maxsize=1024)
+        self._closed = False
+        self._iterating = False
+
+    async def propose(self, data: bytes) -> None:
+        """Propose `data`; returns once it is committed (it then appears once in every
+        subscriber's `commits()`). Raises `ProposalTimeoutError` when the outcome is
+        unknown after `proposal_timeout_s` (it is then delivered at most once)."""
+        if self._closed:
+            raise ClosedError("this subscription is closed")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"proposals are bytes, not {type(data).__name__}")
+        host, _, _ = self._node._parts()
+        await host.propose(self.data_structure_id.group_id, self._session, bytes(data))
+
+    def commits(self) -> AsyncIterator[bytes | LoadSnapshot]:
+        """Every committed proposal's bytes, in the group's order, exactly once; first
+        `LOAD_SNAPSHOT` when the subscriber must load its state (`load_snapshot()`)."""
+        if self._iterating:
+            raise CopyCatError("commits() has one consumer per subscription")
+        self._iterating = True
+        return aiter(self._feed)
+
+    async def errors(self) -> AsyncIterator[CopyCatError]:
+        """Errors of this subscription that no call raised (e.g. a failed snapshot)."""
+        while not self._closed:
+            yield await self._errors.get()
+
+    async def load_snapshot(self) -> bytes:
+        """The state to load after `LOAD_SNAPSHOT` (the provider's bytes of a member)."""
+        data = self._feed.take_snapshot_bytes()
+        if data is None:
+            raise CopyCatError("no snapshot to load: wait for LOAD_SNAPSHOT in commits()")
+        return data
+
+    def _detach(self) -> None:
+        if not self._closed:
+            self._closed = True
+            host = self._node._host
+            if host is not None:
+                host.detach_feed(self.data_structure_id.group_id)
+            self._node._forget(self.data_structure_id.group_id)
+
+    async def close(self) -> None:
+        """Leave the group: the subscription stops, and the interactive member this node
+        added for it is removed from the group and deleted here. A member that is a
+        voter of the group (a detached replica placed on this node) stays."""
+        if self._closed:
+            return
+        self._detach()
+        node = self._node
+        host, _, _membership = node._parts()
+        gid = self.data_structure_id.group_id
+        group = host.groups.get(gid)
+        if group is None or node.node_id not in group.raw.conf_state().learners:
+            node._publish(upsert=[gid])
+            return
+        leader = group.raw.leader_id
+        with contextlib.suppress(CopyCatError):
+            if leader == node.node_id:
+                await host.remove_member(gid, node.node_id)
+            elif leader:
+                await node._call(leader, "copycat.remove_member", encode_ints(gid, node.node_id))
+        host.drop_group(gid)
+        node._publish(remove=[gid])
+
+
+def _decode_ints_any(body: bytes) -> tuple[int, ...]:
+    """A control body of any number (at least one) of 16-byte integers."""
+    try:
+        values = msgpack.unpackb(body)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ValueError(f"malformed request body: {exc}") from exc
+    if not isinstance(values, list) or not values:
+        raise ValueError("a request body is a non-empty list of integers")
+    return _decode_ints(body, len(values))

@@ -1,0 +1,509 @@
+# The thread facade: `CopyCat` and `Subscription` with blocking calls and channels.
+#
+# What lives here: the facade classes, which run one asyncio node on a `LoopThread` and
+# turn each of its coroutines into a blocking call with a timeout; the pumps that move
+# a subscription's async streams into bounded `Channel`s; the snapshot provider bridge
+# that runs the user's provider in the reader's thread at the reader's position.
+#
+# What must not: replication logic (it belongs to the node), blocking calls on the loop
+# thread, or an import of `copycat.CopyCat` at module level (it is looked up when the
+# first facade starts, so this module works without it and cannot form an import cycle).
+"""Blocking `CopyCat` and `Subscription` for programs without asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import itertools
+import logging
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Final, TypeVar, cast, final
+
+from copycat._ids import DataStructureId
+from copycat.errors import ClosedError, CopyCatError
+from copycat.host import LOAD_SNAPSHOT, LoadSnapshot
+from copycat.sync._channel import DEFAULT_CAPACITY, Channel, deadline_after, remaining
+from copycat.sync._loop import CANCEL_GRACE_S, LoopThread
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+    from types import TracebackType
+    from typing import Self
+
+    from copycat._config import Config
+    from copycat.sync._protocols import AsyncNode, AsyncSubscription, NodeFactory
+
+__all__: Final = [
+    "DEFAULT_ERROR_CAPACITY",
+    "DEFAULT_SHUTDOWN_TIMEOUT_S",
+    "CopyCat",
+    "Subscription",
+]
+
+T = TypeVar("T")
+
+log = logging.getLogger("copycat.sync")
+
+DEFAULT_SHUTDOWN_TIMEOUT_S: Final = 30.0
+"""How long `CopyCat.shutdown()` (and leaving a `with` block) waits for the node to
+stop gracefully before it cancels what is left."""
+
+DEFAULT_ERROR_CAPACITY: Final = 256
+"""Errors a subscription's `errors` channel buffers before the facade stops reading
+further errors from the node."""
+
+_NODE_MODULE: Final = "copycat"
+_NODE_CLASS: Final = "CopyCat"
+
+_thread_numbers = itertools.count(1)
+
+
+def _default_node_factory() -> NodeFactory:
+    """`copycat.CopyCat`, looked up when needed (it imports this package's siblings)."""
+    module = importlib.import_module(_NODE_MODULE)
+    factory = getattr(module, _NODE_CLASS, None)
+    if factory is None:
+        raise RuntimeError(
+            f"{_NODE_MODULE}.{_NODE_CLASS} is not available; pass node_factory= to "
+            "copycat.sync.CopyCat"
+        )
+    return cast("NodeFactory", factory)
+
+
+class _CommitChannel(Channel[bytes | LoadSnapshot]):
+    """The commits channel: it carries each snapshot's bytes beside its LOAD_SNAPSHOT, so
+    the facade can read ahead of the reader without mixing snapshots up."""
+
+    def __init__(self, capacity: int, *, name: str) -> None:
+        super().__init__(capacity, name=name)
+        self._snapshots: deque[bytes] = deque()
+        self._loaded: bytes | None = None
+
+    def _taken(self, item: bytes | LoadSnapshot) -> None:
+        if isinstance(item, LoadSnapshot):
+            self._loaded = self._snapshots.popleft()
+
+    def _on_close(self) -> None:
+        self._snapshots.clear()
+        self._loaded = None
+
+    def _take_loaded(self) -> bytes | None:
+        with self._lock:
+            data, self._loaded = self._loaded, None
+        return data
+
+    async def _put_snapshot(self, data: bytes) -> None:
+        with self._lock:
+            if not self._closed:
+                self._snapshots.append(data)
+        await self._put(LOAD_SNAPSHOT)
+
+
+@final
+class Subscription:
+    """A subscription to one data structure, with blocking calls and channels.
+
+    * `propose(data, timeout=None)` returns once `data` is committed, or raises the
+      node's typed error (`ProposalTimeoutError`, `NotLeaderError`, ...), or
+      `TimeoutError` when `timeout` passes first (outcome unknown: it may still commit,
+      once).
+    * `commits` delivers every committed proposal's bytes in order, exactly once, or
+      `LOAD_SNAPSHOT`, after which `load_snapshot()` returns the state to reload.
+    * `errors` delivers the errors no `propose` call reports.
+    * The snapshot provider you gave `subscribe` runs in the thread that reads
+      `commits`, while it waits for the next item and after it took every item handed
+      out before: it sees exactly the state those items built, and never runs at the
+      same time as your commit handling.
+    * `close()` leaves the data structure; the channels end.
+
+    Made by `CopyCat.subscribe`.
+    """
+
+    def __init__(
+        self,
+        facade: CopyCat,
+        inner: AsyncSubscription,
+        commits: _CommitChannel,
+        errors: Channel[CopyCatError],
+        pumps: tuple[asyncio.Task[None], ...],
+    ) -> None:
+        self._facade = facade
+        self._inner = inner
+        self._commits = commits
+        self._errors = errors
+        self._pumps = pumps
+        self._lock = threading.Lock()
+        self._closed = False
+        self._data_structure_id = inner.data_structure_id
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<copycat.sync.Subscription {self._data_structure_id} {state}>"
+
+    @property
+    def data_structure_id(self) -> DataStructureId:
+        """The id of the data structure subscribed to."""
+        return self._data_structure_id
+
+    @property
+    def commits(self) -> Channel[bytes | LoadSnapshot]:
+        """Committed proposals in order, exactly once, and `LOAD_SNAPSHOT` markers.
+        Bounded by the `capacity` given to `subscribe`: when it is full, the facade
+        stops reading from the node until you take an item."""
+        return self._commits
+
+    @property
+    def errors(self) -> Channel[CopyCatError]:
+        """Errors of this subscription that no `propose` call reports (bounded by
+        `DEFAULT_ERROR_CAPACITY`)."""
+        return self._errors
+
+    @property
+    def closed(self) -> bool:
+        """True once `close()` was called or the facade shut down."""
+        return self._closed or not self._facade.running
+
+    def propose(self, data: bytes, timeout: float | None = None) -> None:
+        """Propose `data`; return once it is committed. Waits up to `timeout` seconds
+        (None: until the node's `proposal_timeout_s` decides).
+
+        Raises the node's error with its original type, `TimeoutError` when `timeout`
+        passes first (the proposal's outcome is then unknown: it commits at most once),
+        or `ClosedError` after `close()`.
+        """
+        self._check_open()
+        inner = self._inner
+        self._facade._call(lambda: inner.propose(data), timeout, "propose()")
+
+    def load_snapshot(self, timeout: float | None = None) -> bytes:
+        """The state to reload after `commits` delivered `LOAD_SNAPSHOT`: the bytes your
+        snapshot provider made. Call it once per `LOAD_SNAPSHOT`, from the thread that
+        read it. Without a pending `LOAD_SNAPSHOT` it asks the node (up to `timeout`
+        seconds)."""
+        data = self._commits._take_loaded()
+        if data is not None:
+            return data
+        self._check_open()
+        inner = self._inner
+        return self._facade._call(inner.load_snapshot, timeout, "load_snapshot()")
+
+    def close(self, timeout: float | None = None) -> None:
+        """Leave the data structure's group and end both channels (buffered commits are
+        still readable). Waits up to `timeout` seconds. Idempotent; a no-op after the
+        facade shut down."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if not self._facade.running:
+            return
+        self._facade._call(self._close_async, timeout, "Subscription.close()")
+
+    async def _close_async(self) -> None:
+        try:
+            await self._inner.close()
+        finally:
+            await _stop_pumps(self._pumps)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"the subscription to {self._data_structure_id} was closed")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+_NEW: Final = "new"
+_STARTING: Final = "starting"
+_RUNNING: Final = "running"
+_CLOSED: Final = "closed"
+
+
+@final
+class CopyCat:
+    """A CopyCat node for programs without asyncio.
+
+    It runs the asyncio node (`copycat.CopyCat`, or what `node_factory` makes) on one
+    event loop in a background daemon thread, and offers the same operations as
+    blocking calls. Every blocking call takes `timeout` in seconds (None: no limit) and
+    raises `TimeoutError` when it passes; errors from the node are raised in your thread
+    with their original type; a KeyboardInterrupt while you wait cancels the operation
+    on the loop and propagates at once.
+
+        with copycat.sync.CopyCat(config) as cc:
+            ds_id = cc.allocate_data_structure()
+            sub = cc.subscribe(ds_id, snapshot_provider)
+            sub.propose(b"put k v")
+            for item in sub.commits:
+                ...
+
+    `start()` runs once per facade; `shutdown()` stops the node, cancels what is left
+    and joins the loop thread within a bound.
+    """
+
+    def __init__(self, config: Config, *, node_factory: NodeFactory | None = None) -> None:
+        self._config = config
+        self._node_factory = node_factory
+        self._loop = LoopThread(f"copycat-sync-{next(_thread_numbers)}")
+        self._state_lock = threading.Lock()
+        self._state = _NEW
+        self._node: AsyncNode | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"<copycat.sync.CopyCat {self._config.hostname}:{self._config.port} {self._state}>"
+
+    @property
+    def config(self) -> Config:
+        """The node's configuration."""
+        return self._config
+
+    @property
+    def running(self) -> bool:
+        """True between a successful `start()` and `shutdown()`."""
+        return self._state == _RUNNING and self._loop.is_running()
+
+    @property
+    def loop_thread(self) -> threading.Thread:
+        """The daemon thread that runs the node's event loop."""
+        return self._loop.thread
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self, timeout: float | None = None) -> None:
+        """Start the loop thread and the node; return once the node runs. On failure
+        (or timeout, or interrupt) everything started is stopped again before the
+        error propagates. Runs once per facade."""
+        deadline_after(timeout)
+        with self._state_lock:
+            if self._state != _NEW:
+                raise RuntimeError("start() runs once per facade; make a new copycat.sync.CopyCat")
+            self._state = _STARTING
+        try:
+            self._loop.start()
+            self._loop.run(self._start_node(), timeout=timeout, what="start()")
+        except BaseException:
+            self._abort_start()
+            raise
+        with self._state_lock:
+            self._state = _RUNNING
+
+    async def _start_node(self) -> None:
+        factory = self._node_factory or _default_node_factory()
+        node = factory(self._config)
+        self._node = node
+        await node.start()
+
+    def _abort_start(self) -> None:
+        node = self._node
+        try:
+            if node is not None and self._loop.is_running():
+                try:
+                    self._loop.run(node.shutdown(), timeout=CANCEL_GRACE_S, what="shutdown()")
+                except Exception:
+                    log.warning("shutting down a node that failed to start failed", exc_info=True)
+        finally:
+            self._loop.stop(CANCEL_GRACE_S)
+            with self._state_lock:
+                self._state = _CLOSED
+
+    def shutdown(self, timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT_S) -> None:
+        """Stop the node, end every subscription's channels, stop the event loop and join
+        its thread. Waits up to `timeout` seconds for the node to stop gracefully (None:
+        no limit), then cancels what is left and joins the thread for at most
+        `CANCEL_GRACE_S` more. Raises `TimeoutError` when the graceful stop did not
+        finish in time (the node was then stopped by cancellation), or the node's own
+        shutdown error. Idempotent."""
+        deadline = deadline_after(timeout)
+        with self._state_lock:
+            if self._state in (_CLOSED, _STARTING):
+                return
+            was_new = self._state == _NEW
+            self._state = _CLOSED
+        if was_new:
+            self._loop.stop(CANCEL_GRACE_S)
+            return
+        try:
+            self._loop.run(self._shutdown_node(), timeout=timeout, what="shutdown()")
+        finally:
+            left = remaining(deadline)
+            self._loop.stop(CANCEL_GRACE_S if left is None else max(left, CANCEL_GRACE_S))
+
+    async def _shutdown_node(self) -> None:
+        try:
+            if self._node is not None:
+                await self._node.shutdown()
+        finally:
+            await _stop_pumps(tuple(self._pumps))
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.shutdown()
+            return
+        # An error is on its way out of the block: report a failing shutdown without
+        # replacing it.
+        try:
+            self.shutdown()
+        except Exception:
+            log.warning("shutdown after %r failed", exc, exc_info=True)
+
+    # -- operations ---------------------------------------------------------------------
+
+    def new_data_structure_id(self) -> DataStructureId:
+        """A fresh data structure id (a ULID)."""
+        node = self._require_node()
+
+        async def make() -> DataStructureId:
+            return node.new_data_structure_id()
+
+        return self._call(make, None, "new_data_structure_id()")
+
+    def allocate_data_structure(
+        self, replicas: int | None = None, *, timeout: float | None = None
+    ) -> DataStructureId:
+        """Start a new data structure's group of detached replicas (`replicas` of them,
+        default `config.replicas`) and return its id. Raises `NotEnoughNodesError` when
+        the cluster cannot place an explicit count."""
+        node = self._require_node()
+        return self._call(
+            lambda: node.allocate_data_structure(replicas=replicas),
+            timeout,
+            "allocate_data_structure()",
+        )
+
+    def subscribe(
+        self,
+        data_structure_id: DataStructureId | str,
+        snapshot_provider: Callable[[], bytes],
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        timeout: float | None = None,
+    ) -> Subscription:
+        """Join (or create) the data structure's group with a member on this node.
+
+        `data_structure_id` is an id or its string form (`InvalidIdError` otherwise).
+        `snapshot_provider` returns your data structure's state as bytes; it runs in the
+        thread that reads `commits` (see `Subscription`). `capacity` bounds the commits
+        channel (default `DEFAULT_CAPACITY`).
+        """
+        ds_id = DataStructureId.parse(data_structure_id)
+        node = self._require_node()
+        commits = _CommitChannel(capacity, name=f"commits of {ds_id}")
+        errors: Channel[CopyCatError] = Channel(DEFAULT_ERROR_CAPACITY, name=f"errors of {ds_id}")
+
+        async def provide() -> bytes:
+            return await commits._run_in_reader(snapshot_provider)
+
+        async def open_subscription() -> tuple[AsyncSubscription, tuple[asyncio.Task[None], ...]]:
+            inner = await node.subscribe(ds_id, provide)
+            pumps = (
+                asyncio.create_task(_pump_commits(inner, commits), name=f"pump {commits._name}"),
+                asyncio.create_task(_pump_errors(inner, errors), name=f"pump {errors._name}"),
+            )
+            commits._bind_producer(pumps[0])
+            errors._bind_producer(pumps[1])
+            for pump in pumps:
+                self._pumps.add(pump)
+                pump.add_done_callback(self._pumps.discard)
+            return inner, pumps
+
+        inner, pumps = self._call(open_subscription, timeout, "subscribe()")
+        return Subscription(self, inner, commits, errors, pumps)
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _require_node(self) -> AsyncNode:
+        if self._state == _NEW:
+            raise RuntimeError("the node is not started: call start() or use `with`")
+        node = self._node
+        if node is None or not self.running:
+            raise ClosedError("the node was shut down")
+        return node
+
+    def _call(self, make: Callable[[], Awaitable[T]], timeout: float | None, what: str) -> T:
+        """Run `await make()` on the loop thread (so the node is only ever touched
+        there) and wait for it here."""
+        if threading.current_thread() is self._loop.thread:
+            raise RuntimeError(
+                f"{what} was called on the facade's own event loop thread, where blocking "
+                "would deadlock; use the asyncio API there"
+            )
+
+        async def call() -> T:
+            return await make()
+
+        return self._loop.run(call(), timeout=timeout, what=what)
+
+
+async def _pump_commits(inner: AsyncSubscription, channel: _CommitChannel) -> None:
+    """Move the subscription's commits into `channel`, reading no further while it is
+    full; a LOAD_SNAPSHOT travels with its bytes, loaded at its place in the stream."""
+    stream = inner.commits()
+    try:
+        async for item in stream:
+            if isinstance(item, LoadSnapshot):
+                await channel._put_snapshot(await inner.load_snapshot())
+            else:
+                await channel._put(item)
+    except asyncio.CancelledError:
+        channel._finish(ClosedError("the subscription or the channel was closed"))
+        raise
+    except Exception as exc:
+        channel._finish(exc)  # the reader gets it, with its type, after the buffered items
+    else:
+        channel._finish()
+    finally:
+        await _aclose(stream)
+
+
+async def _pump_errors(inner: AsyncSubscription, channel: Channel[CopyCatError]) -> None:
+    """Move the subscription's errors into `channel`, reading no further while it is full."""
+    stream = inner.errors()
+    try:
+        async for error in stream:
+            await channel._put(error)
+    except asyncio.CancelledError:
+        channel._finish(ClosedError("the subscription or the channel was closed"))
+        raise
+    except Exception as exc:
+        channel._finish(exc)
+    else:
+        channel._finish()
+    finally:
+        await _aclose(stream)
+
+
+async def _aclose(stream: AsyncIterator[object]) -> None:
+    """Close an async generator we stopped reading, so its cleanup runs now."""
+    aclose: Callable[[], Awaitable[None]] | None = getattr(stream, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except Exception:
+        log.warning("closing a subscription stream failed", exc_info=True)
+
+
+async def _stop_pumps(pumps: tuple[asyncio.Task[None], ...]) -> None:
+    for pump in pumps:
+        pump.cancel()
+    if pumps:
+        await asyncio.wait(pumps)

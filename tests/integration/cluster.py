@@ -1,0 +1,166 @@
+"""Drive CopyCat node processes (node_proc.py) from a test: start, command, read
+events, kill -9, restart. Every process started here is killed by `close()`; waits are
+bounded."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+NODE_PROC = Path(__file__).with_name("node_proc.py")
+
+
+def free_ports(count: int) -> list[int]:
+    socks = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@dataclass
+class NodeProcess:
+    node_id: int
+    data_dir: Path
+    port: int
+    gossip_port: int
+    peers: list[str]
+    extra: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[str] | None = None
+    events: queue.Queue[dict[str, object]] = field(default_factory=queue.Queue)
+    log: list[dict[str, object]] = field(default_factory=list)
+    err: BinaryIO | None = None
+
+    def start(self) -> None:
+        args = [
+            sys.executable,
+            str(NODE_PROC),
+            f"--node-id={self.node_id}",
+            f"--data-dir={self.data_dir}",
+            f"--port={self.port}",
+            f"--gossip-port={self.gossip_port}",
+            f"--peers={','.join(self.peers)}",
+            *self.extra,
+        ]
+        self.events = queue.Queue()
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr(),
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        threading.Thread(target=self._read, args=(self.proc, self.events), daemon=True).start()
+        self.wait_for("ready", timeout_s=30)
+
+    def _stderr(self) -> int:
+        """The node's stderr goes to a file beside its data dir, for post-mortems."""
+        if self.err is not None:
+            self.err.close()
+        self.err = open(self.data_dir.parent / f"node{self.node_id}.err", "ab")  # noqa: SIM115
+        return self.err.fileno()
+
+    @staticmethod
+    def _read(proc: subprocess.Popen[str], events: queue.Queue[dict[str, object]]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                events.put(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+
+    def send(self, **command: object) -> None:
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+
+    def next_event(self, timeout_s: float) -> dict[str, object] | None:
+        try:
+            event = self.events.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+        self.log.append(event)
+        return event
+
+    def wait_for(self, name: str, timeout_s: float = 20.0) -> dict[str, object]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            event = self.next_event(max(0.0, deadline - time.monotonic()))
+            if event is not None and event.get("event") == name:
+                return event
+            if event is not None and event.get("event") == "error":
+                raise AssertionError(f"node {self.node_id}: {event}")
+        raise AssertionError(f"node {self.node_id}: no {name!r} event within {timeout_s} s")
+
+    def drain(self) -> None:
+        while self.next_event(0) is not None:
+            pass
+
+    def kill(self) -> None:
+        proc = self.proc
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+        if self.err is not None:
+            self.err.close()
+            self.err = None
+        self.drain()
+
+
+@dataclass
+class ProcessCluster:
+    root: Path
+    nodes: dict[int, NodeProcess] = field(default_factory=dict)
+
+    def add(self, node_id: int, *, extra: list[str] | None = None) -> NodeProcess:
+        port, gossip = free_ports(2)
+        peers = [f"127.0.0.1:{n.gossip_port}" for n in self.nodes.values()]
+        node = NodeProcess(
+            node_id=node_id,
+            data_dir=self.root / f"node{node_id}",
+            port=port,
+            gossip_port=gossip,
+            peers=peers,
+            extra=extra or [],
+        )
+        self.nodes[node_id] = node
+        node.start()
+        return node
+
+    def wait_members(self, count: int, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for node in self.nodes.values():
+            while True:
+                node.send(op="members")
+                if node.wait_for("members", timeout_s)["count"] == count:
+                    break
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"node {node.node_id} does not see {count} members")
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            node.kill()
