@@ -233,14 +233,20 @@ class CopyCat:
     async def allocate_data_structure(
         self, *, replicas: int | None = None, data_center_replicas: int | None = None
     ) -> DataStructureId:
-        """Start a new data structure's raft group with `replicas` detached voters placed
-        across data centers and racks, and return its id. Raises `NotEnoughNodesError`
-        when the cluster cannot place that many."""
+        """Start a new data structure's raft group of detached voters placed across data
+        centers and racks, and return its id.
+
+        With `replicas` given, exactly that many are placed, or `NotEnoughNodesError`
+        names what was asked and what exists. Without it, the group gets
+        `Config.replicas` or as many as the cluster has nodes, whichever is fewer (a
+        single node works out of the box; the repair loop tops groups up as nodes join).
+        """
+        topology = self._topology()
+        if replicas is None:
+            replicas = max(1, min(self.config.replicas, len(topology.node_ids)))
         ds = self.new_data_structure_id()
-        rule = PlacementRule(
-            replicas=replicas or self.config.replicas, data_center_replicas=data_center_replicas
-        )
-        nodes = place(str(ds), self._topology(), rule)
+        rule = PlacementRule(replicas=replicas, data_center_replicas=data_center_replicas)
+        nodes = place(str(ds), topology, rule)
         await self._create_group(ds, list(nodes))
         return ds
 
@@ -363,9 +369,10 @@ class Subscription:
         self.data_structure_id = ds
         self._feed = feed
         self._session = Session()
-        self._errors: asyncio.Queue[CopyCatError] = asyncio.Queue(maxsize=1024)
+        self._errors: asyncio.Queue[CopyCatError | None] = asyncio.Queue(maxsize=1024)
         self._closed = False
         self._iterating = False
+        feed.on_error = self._report
 
     async def propose(self, data: bytes) -> None:
         """Propose `data`; returns once it is committed (it then appears once in every
@@ -387,9 +394,17 @@ class Subscription:
         return aiter(self._feed)
 
     async def errors(self) -> AsyncIterator[CopyCatError]:
-        """Errors of this subscription that no call raised (e.g. a failed snapshot)."""
+        """Errors of this subscription that no call raised (a snapshot provider that
+        failed, a group that stopped). Ends when the subscription closes."""
         while not self._closed:
-            yield await self._errors.get()
+            item = await self._errors.get()
+            if item is None:
+                return
+            yield item
+
+    def _report(self, error: CopyCatError) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self._errors.put_nowait(error)
 
     async def load_snapshot(self) -> bytes:
         """The state to load after `LOAD_SNAPSHOT` (the provider's bytes of a member)."""
@@ -401,6 +416,8 @@ class Subscription:
     def _detach(self) -> None:
         if not self._closed:
             self._closed = True
+            with contextlib.suppress(asyncio.QueueFull):
+                self._errors.put_nowait(None)  # ends errors()
             host = self._node._host
             if host is not None:
                 host.detach_feed(self.data_structure_id.group_id)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Final
 import msgpack
 
 from copycat.errors import (
+    BrokenError,
     ClosedError,
     ConfChangeError,
     CopyCatError,
@@ -182,6 +183,8 @@ class Feed:
         self._since_snapshot = 0
         self.wake = asyncio.Event()
         self.closed = False
+        self.on_error: Callable[[CopyCatError], None] | None = None
+        """Where errors no call raises go (the subscription's `errors()`)."""
         self._start_from_snapshot()
 
     def _start_from_snapshot(self) -> None:
@@ -253,10 +256,23 @@ class Feed:
         if self._since_snapshot < self._host.config.snapshot_every_entries:
             return
         self._since_snapshot = 0
-        produced = self._provider()
-        user = await produced if isinstance(produced, Awaitable) else produced
-        if not isinstance(user, bytes | bytearray | memoryview):
-            raise TypeError("the snapshot provider must return bytes")
+        try:
+            produced = self._provider()
+            user = await produced if isinstance(produced, Awaitable) else produced
+            if not isinstance(user, bytes | bytearray | memoryview):
+                raise TypeError(f"the snapshot provider returned {type(user).__name__}, not bytes")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the user's code: report it, keep the stream going
+            error = BrokenError(
+                f"group {self._group.gid}: the snapshot provider failed; no snapshot was "
+                f"taken at {self.position} (the log is kept, so nothing is lost): {exc!r}"
+            )
+            error.__cause__ = exc
+            log.warning("%s", error)
+            if self.on_error is not None:
+                self.on_error(error)
+            return
         self._host.take_snapshot(self._group, self.position, self.table.encode(), bytes(user))
 
 
