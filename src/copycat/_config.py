@@ -92,6 +92,7 @@ class _ConfigKwargs(TypedDict, total=False):
     tick_interval_s: float
     election_ticks: int
     snapshot_every_entries: int
+    snapshot_keep_entries: int
     proposal_timeout_s: float
     replicas: int
     gossip_preset: GossipPreset
@@ -223,6 +224,11 @@ class Config:
     lagging or new member, at the cost of more snapshot work (each one serializes the
     whole data structure). At least 1."""
 
+    snapshot_keep_entries: int = 1_000
+    """Entries kept below a snapshot when the log is compacted, so that a member that lags
+    a little catches up from the log rather than a whole snapshot. Default 1,000. More
+    keeps catch-up cheap at the cost of disk. At least 0."""
+
     proposal_timeout_s: float = 30.0
     """How long `propose` waits for its proposal to commit before it raises
     `ProposalTimeoutError` (outcome unknown: the proposal may still commit, once). Default
@@ -339,6 +345,7 @@ class Config:
         _check_seconds("tick_interval_s", self.tick_interval_s)
         _check_int("election_ticks", self.election_ticks, 2, 10_000)
         _check_int("snapshot_every_entries", self.snapshot_every_entries, 1, 1 << 62)
+        _check_int("snapshot_keep_entries", self.snapshot_keep_entries, 0, 1 << 62)
         _check_seconds("proposal_timeout_s", self.proposal_timeout_s)
         election_timeout_s = self.election_ticks * self.tick_interval_s
         if self.proposal_timeout_s < 2 * election_timeout_s:
@@ -597,6 +604,7 @@ class Config:
             election_ticks=self.election_ticks,
             quiesce_after_ticks=min(quiesce, self.election_ticks - 1),
             snapshot_every_entries=self.snapshot_every_entries,
+            snapshot_keep_entries=self.snapshot_keep_entries,
             proposal_timeout_s=self.proposal_timeout_s,
             proposal_retry_s=retry_s,
         )
@@ -717,7 +725,14 @@ def _decode_key(key: object) -> bytes:
 
 
 _INT_FIELDS: Final = frozenset(
-    {"port", "gossip_port", "election_ticks", "snapshot_every_entries", "replicas"}
+    {
+        "port",
+        "gossip_port",
+        "election_ticks",
+        "snapshot_every_entries",
+        "snapshot_keep_entries",
+        "replicas",
+    }
 )
 _FLOAT_FIELDS: Final = frozenset({"tick_interval_s", "proposal_timeout_s"})
 _BOOL_FIELDS: Final = frozenset({"durable", "insecure_plaintext_gossip"})

@@ -56,6 +56,7 @@ NODE_ID_FILE: Final = "node_id"
 _CREATE_GROUP: Final = "copycat.create_group"
 _START_REPLICA: Final = "copycat.start_replica"
 _ADD_MEMBER: Final = "copycat.add_member"
+_LOOKUP: Final = "copycat.lookup_group"
 
 
 def _load_node_id(data_dir: Path, configured: int | None) -> int:
@@ -133,6 +134,7 @@ class CopyCat:
         self._host = host
         endpoint.register_request_handler(_CREATE_GROUP, self._serve_create_group)
         endpoint.register_request_handler(_START_REPLICA, self._serve_start_replica)
+        endpoint.register_request_handler(_LOOKUP, self._serve_lookup)
         membership = Membership(
             cfg.membership_config(self.node_id, transport_port=endpoint.address[1])
         )
@@ -313,16 +315,39 @@ class CopyCat:
         if gid in self._subscriptions:
             raise CopyCatError(f"{ds} already has a subscription on this node")
         if gid not in host.groups:
-            replicas = [r for r in membership.locate(str(ds)) if r.node_id != self.node_id]
-            if not replicas:
+            hosts = [r.node_id for r in membership.locate(str(ds)) if r.node_id != self.node_id]
+            if not hosts:
+                # The directory may not have converged yet (an allocation a moment ago):
+                # ask every live node before starting a group, never a second one.
+                hosts = await self._ask_who_hosts(gid)
+            if not hosts:
                 await self._start_for_subscriber(ds)
             else:
-                await self._join_as_learner(gid, [r.node_id for r in replicas])
+                await self._join_as_learner(gid, hosts)
         feed = host.attach_feed(gid, snapshot_provider)
         sub = Subscription(self, ds, feed)
         self._subscriptions[gid] = sub
         self._publish(upsert=[gid])
         return sub
+
+    async def _ask_who_hosts(self, gid: int) -> list[int]:
+        _, _, membership = self._parts()
+        peers = [m.node_id for m in membership.view().members if m.node_id != self.node_id]
+
+        async def ask(node_id: int) -> int | None:
+            try:
+                reply = await self._call(node_id, _LOOKUP, encode_ints(gid))
+            except CopyCatError:
+                return None
+            return node_id if reply == b"\x01" else None
+
+        answers = await asyncio.gather(*(ask(n) for n in peers))
+        return [n for n in answers if n is not None]
+
+    async def _serve_lookup(self, peer: int, body: bytes) -> bytes:
+        (gid,) = _decode_ints(body, 1)
+        host, _, _ = self._parts()
+        return b"\x01" if gid in host.groups else b"\x00"
 
     async def _start_for_subscriber(self, ds: DataStructureId) -> None:
         topology = self._topology()

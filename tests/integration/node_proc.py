@@ -68,6 +68,7 @@ async def main() -> None:
     parser.add_argument("--data-center", default="dc1")
     parser.add_argument("--rack", default="rack1")
     parser.add_argument("--snapshot-every", type=int, default=10_000)
+    parser.add_argument("--snapshot-keep", type=int, default=1_000)
     args = parser.parse_args()
     config = Config.local(
         data_dir=args.data_dir,
@@ -78,6 +79,7 @@ async def main() -> None:
         data_center=args.data_center,
         rack=args.rack,
         snapshot_every_entries=args.snapshot_every,
+        snapshot_keep_entries=args.snapshot_keep,
     )
     subs: dict[str, Subscription] = {}
     tasks: set[asyncio.Task[None]] = set()
@@ -113,6 +115,23 @@ async def main() -> None:
                         propose_many(sub, cmd["prefix"], cmd["count"], cmd.get("concurrency", 4))
                     )
                     tasks.add(task)
+                elif op == "status":
+                    host = cc._parts()[0]
+                    emit(
+                        event="status",
+                        groups={
+                            str(gid): {
+                                "role": g.raw.role.name,
+                                "leader": g.raw.leader_id,
+                                "voters": sorted(g.raw.conf_state().voters),
+                                "learners": sorted(g.raw.conf_state().learners),
+                                "applied": g.applied,
+                                "last": g.raw.raft.log.last_index(),
+                            }
+                            for gid, g in host.groups.items()
+                        },
+                        counters=host.counters,
+                    )
                 elif op == "exit":
                     break
             except (CopyCatError, ValueError) as exc:

@@ -49,23 +49,33 @@ def _pump(nodes: list[NodeProcess], until, timeout_s: float) -> None:
         if until():
             return
         time.sleep(0.05)
-    raise AssertionError("the cluster did not converge in time")
+    summary = {
+        n.node_id: (
+            len(_acked([n])),
+            len(_commits(n)),
+            [e for e in n.log if e.get("event") in ("error", "propose_failed")][:3],
+        )
+        for n in nodes
+    }
+    raise AssertionError(f"the cluster did not converge in time: {summary}")
 
 
-def test_three_processes_exactly_once_across_kill_and_restart(procs: ProcessCluster) -> None:
-    # init: three nodes, one data structure with three replicas, a subscriber on each
-    for node_id in (1, 2, 3):
+@pytest.mark.parametrize("size", [3, 5])
+def test_processes_exactly_once_across_kill_and_restart(procs: ProcessCluster, size: int) -> None:
+    # init: `size` nodes, one data structure with three replicas, a subscriber on each
+    for node_id in range(1, size + 1):
         procs.add(node_id)
-    procs.wait_members(3)
+    procs.wait_members(size)
     n1, n2, n3 = (procs.nodes[i] for i in (1, 2, 3))
+    others = [procs.nodes[i] for i in range(4, size + 1)]
     n1.send(op="allocate", replicas=3)
     ds = str(n1.wait_for("allocated")["id"])
-    for node in (n1, n2, n3):
+    for node in (n1, n2, n3, *others):
         node.send(op="subscribe", id=ds)
         node.wait_for("subscribed")
 
-    # act: all three propose concurrently; node 3 is killed mid-stream and restarted
-    for node in (n1, n2, n3):
+    # act: all propose concurrently; node 3 is killed mid-stream and restarted
+    for node in (n1, n2, n3, *others):
         node.send(op="propose", id=ds, prefix=f"n{node.node_id}-a", count=60, concurrency=8)
     _pump([n1, n2, n3], lambda: len(_acked([n1, n2, n3])) >= 60, 30)
     n3.kill()
@@ -78,7 +88,7 @@ def test_three_processes_exactly_once_across_kill_and_restart(procs: ProcessClus
     n3.wait_for("subscribed", 30)
     n3.send(op="propose", id=ds, prefix="n3-c", count=20, concurrency=4)
 
-    live = [n1, n2, n3]
+    live = [n1, n2, n3, *others]
 
     def converged() -> bool:
         acked = _acked(live)
@@ -90,11 +100,12 @@ def test_three_processes_exactly_once_across_kill_and_restart(procs: ProcessClus
 
     # check: one order everywhere, every acknowledged proposal exactly once, nothing
     # that was never proposed
-    c1, c2, c3 = _commits(n1), _commits(n2), _commits(n3)
-    shortest = min(len(c1), len(c2), len(c3))
-    assert c1[:shortest] == c2[:shortest] == c3[:shortest]
+    sequences = [_commits(n) for n in live]
+    c1 = sequences[0]
+    shortest = min(len(c) for c in sequences)
+    assert all(c[:shortest] == c1[:shortest] for c in sequences)
     assert n3_before == c1[: len(n3_before)]
-    for seq in (c1, c2, c3):
+    for seq in sequences:
         assert len(seq) == len(set(seq)), "a proposal was delivered twice"
     acked = _acked(live)
     # nodes 1 and 2 never stopped: all 200 of theirs were acknowledged, and node 3's 20
@@ -102,5 +113,35 @@ def test_three_processes_exactly_once_across_kill_and_restart(procs: ProcessClus
     assert len(acked) >= 220
     assert acked <= set(c1)
     assert len(n3_before) > 0, "node 3 had delivered commits before it was killed"
-    proposed_prefixes = ("n1-a", "n2-a", "n3-a", "n1-b", "n2-b", "n3-c")
+    proposed_prefixes = ("n1-b", "n2-b", "n3-c", *(f"n{i}-a" for i in range(1, size + 1)))
     assert all(item.startswith(proposed_prefixes) for item in c1)
+
+
+def test_new_subscriber_on_a_fourth_node_loads_a_snapshot_then_the_rest(
+    procs: ProcessCluster,
+) -> None:
+    # init: three nodes snapshotting every 50 entries; 200 proposals committed
+    for node_id in (1, 2, 3):
+        procs.add(node_id, extra=["--snapshot-every=50", "--snapshot-keep=0"])
+    procs.wait_members(3)
+    n1 = procs.nodes[1]
+    n1.send(op="allocate", replicas=3)
+    ds = str(n1.wait_for("allocated")["id"])
+    n1.send(op="subscribe", id=ds)
+    n1.wait_for("subscribed")
+    n1.send(op="propose", id=ds, prefix="early-", count=200, concurrency=8)
+    n1.wait_for("proposed", 60)
+
+    # act: a fourth node joins and subscribes; more proposals follow
+    n4 = procs.add(4, extra=["--snapshot-every=50", "--snapshot-keep=0"])
+    procs.wait_members(4)
+    n4.send(op="subscribe", id=ds)
+    n4.wait_for("subscribed", 30)
+    n1.send(op="propose", id=ds, prefix="late-", count=20, concurrency=4)
+    n1.wait_for("proposed", 60)
+    _pump([n1, n4], lambda: set(_commits(n1)) <= set(_commits(n4)), 30)
+
+    # check: node 4 started from a snapshot, then saw every later entry once, in order
+    kinds = [e["event"] for e in n4.log if e.get("event") in ("load_snapshot", "commit")]
+    assert kinds[0] == "load_snapshot"
+    assert _commits(n4) == _commits(n1)

@@ -1,0 +1,124 @@
+# The `copycat` command line: the parser and the dispatch to each command's module.
+#
+# What lives here: `main(argv) -> int` and the subcommands' parsers; expected failures
+# become a message on stderr and an exit code (2 for usage and configuration errors,
+# 1 for failures at run time), never a traceback.
+#
+# What must not: run a node in this process except through `copycat node` (which then
+# ends the process itself, see `_runtime`).
+"""`copycat demo | node | status`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Final
+
+from copycat._version import __version__
+from copycat.cli import _node_cmd
+
+__all__: Final = ["build_parser", "main"]
+
+EPILOG: Final = "See docs/cli.md for the commands, their flags and exit codes."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `copycat` and its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="copycat",
+        description="CopyCat: replicate your program's data structures across nodes, in "
+        "order and exactly once.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"copycat {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a 3-node cluster on this machine and show replication and recovery",
+        description="Start 3 node processes on 127.0.0.1, replicate a hashmap, SIGKILL a "
+        "node, keep writing, restart it and show it catching up. Takes no arguments.",
+    )
+    demo.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="keep the temporary data dirs and node logs (for a post-mortem)",
+    )
+
+    node = commands.add_parser(
+        "node",
+        help="run one node until SIGINT or SIGTERM",
+        description="Run one CopyCat node from flags and COPYCAT_* environment variables "
+        "(flags win; --preset, else the defaults, fill the rest). Logs go to stderr; "
+        "a status file for `copycat status` is kept in the data dir.",
+    )
+    _node_cmd.add_arguments(node)
+
+    status = commands.add_parser(
+        "status",
+        help="print the members and groups a local node sees",
+        description="Read the status file a `copycat node` keeps in its data dir and "
+        "print its members and the groups it hosts. Exit 0 when the node runs, 1 when "
+        "it is stopped, gone or not responding, or has no status file.",
+    )
+    status.add_argument(
+        "--data-dir",
+        type=Path,
+        action="append",
+        help="data dir of a node on this machine (repeatable; default ./copy-cat-db or "
+        "$COPYCAT_DATA_DIR)",
+    )
+    status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    return parser
+
+
+def _status(args: argparse.Namespace) -> int:
+    from copycat.cli._status import StatusError, liveness, read_status, render
+
+    dirs: list[Path] = args.data_dir or [Path(os.environ.get("COPYCAT_DATA_DIR", "./copy-cat-db"))]
+    code = 0
+    now = time.time()
+    documents: list[dict[str, object]] = []
+    for i, data_dir in enumerate(dirs):
+        try:
+            status = read_status(data_dir)
+        except StatusError as exc:
+            print(f"copycat status: {exc}", file=sys.stderr)
+            code = 1
+            continue
+        running, _ = liveness(status, now=now)
+        if not running:
+            code = 1
+        if args.json:
+            documents.append({"data_dir": str(data_dir), "running": running, **asdict(status)})
+        else:
+            if i:
+                print()
+            print(render(status, now=now))
+    if args.json:
+        print(json.dumps(documents, indent=1, sort_keys=True))
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `copycat` command line with `argv` (default: `sys.argv[1:]`) and return
+    its exit code: 0 success, 1 failure at run time, 2 usage or configuration error,
+    130 interrupted. `copycat node` does not return once its node has started: it ends
+    the process (see docs/cli.md)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help, --version (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    if args.command == "demo":
+        from copycat.cli import _demo
+
+        return _demo.run(keep_data=bool(args.keep_data))
+    if args.command == "node":
+        return _node_cmd.run(args, os.environ)
+    return _status(args)

@@ -1,0 +1,230 @@
+# One node process of `copycat demo`: a CopyCat node with the demo's hashmap, driven by
+# JSON lines on stdin and answering with JSON lines on stdout.
+#
+# Protocol (one command at a time; every command gets exactly one answer):
+#   {"op": "members"}                         -> {"event": "reply", "op", "count"}
+#   {"op": "allocate", "replicas": n}         -> {..., "id"}
+#   {"op": "subscribe", "id": ds}             -> {...}
+#   {"op": "write", "puts": [[k, v], ...], "deletes": [k, ...], "concurrency": c}
+#                                             -> {..., "acked", "failed": [messages]}
+#   {"op": "state", "keys": [k, ...]}         -> {..., "size", "digest", "values",
+#                                                 "commits", "snapshots_loaded"}
+#   {"op": "exit"} or end of stdin            -> shut down, {"event": "stopped"}, exit 0
+# An answer to a failed command is {"event": "error", "op", "message"}. Unprompted:
+# {"event": "ready", "node_id", "pid"} once the node runs, and {"event": "load_snapshot",
+# "size"} whenever the subscriber reloads its map from a snapshot.
+#
+# Puts are proposed concurrently, then deletes (deletes name keys whose puts were
+# acknowledged earlier), so the outcome does not depend on the order of concurrent puts.
+#
+# What must not: print anything else on stdout (logs go to stderr), or end the process
+# other than through `_runtime.exit_process()`.
+"""A demo node process (internal to `copycat demo`; not a public tool)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from copycat.cli._hashmap import HashMap, delete_command, put_command
+from copycat.cli._runtime import StartError, exit_process, serve
+from copycat.errors import CopyCatError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from copycat import CopyCat, Subscription
+
+__all__: Final = ["main"]
+
+log = logging.getLogger("copycat.cli.worker")
+
+
+def emit(**event: object) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+@dataclass
+class _State:
+    cc: CopyCat
+    map: HashMap = field(default_factory=HashMap)
+    sub: Subscription | None = None
+    commits: int = 0
+    snapshots_loaded: int = 0
+    malformed: int = 0
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+async def _consume(state: _State, sub: Subscription) -> None:
+    from copycat import LoadSnapshot
+
+    async for item in sub.commits():
+        if isinstance(item, LoadSnapshot):
+            state.map.restore(await sub.load_snapshot())
+            state.snapshots_loaded += 1
+            emit(event="load_snapshot", size=len(state.map))
+            continue
+        state.commits += 1
+        try:
+            state.map.apply(item)
+        except ValueError as exc:
+            state.malformed += 1
+            log.warning("skipped a commit that is not a hashmap command: %s", exc)
+
+
+async def _write(sub: Subscription, commands: list[bytes], concurrency: int) -> list[str]:
+    queue = list(reversed(commands))
+    failed: list[str] = []
+
+    async def worker() -> None:
+        while queue:
+            command = queue.pop()
+            try:
+                await sub.propose(command)
+            except CopyCatError as exc:
+                failed.append(f"{type(exc).__name__}: {exc}")
+
+    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    return failed
+
+
+def _strs(cmd: Mapping[str, object], key: str) -> list[str]:
+    value = cmd.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{key!r} must be a list of strings")
+    return [str(v) for v in value]
+
+
+def _pairs(cmd: Mapping[str, object], key: str) -> list[tuple[str, str]]:
+    value = cmd.get(key, [])
+    if not isinstance(value, list):
+        raise ValueError(f"{key!r} must be a list of [key, value] pairs")
+    pairs: list[tuple[str, str]] = []
+    for item in value:
+        if not (
+            isinstance(item, list) and len(item) == 2 and all(isinstance(v, str) for v in item)
+        ):
+            raise ValueError(f"{key!r} must be a list of [key, value] pairs")
+        pairs.append((str(item[0]), str(item[1])))
+    return pairs
+
+
+def _int(cmd: Mapping[str, object], key: str, default: int) -> int:
+    value = cmd.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key!r} must be an integer")
+    return value
+
+
+async def _handle(state: _State, op: str, cmd: Mapping[str, object]) -> dict[str, object]:
+    cc = state.cc
+    if op == "members":
+        return {"count": len(cc._parts()[2].view().members)}
+    if op == "allocate":
+        ds = await cc.allocate_data_structure(replicas=_int(cmd, "replicas", 3))
+        return {"id": str(ds)}
+    if op == "subscribe":
+        ds_text = cmd.get("id")
+        if not isinstance(ds_text, str):
+            raise ValueError("'id' must be a data structure id")
+        sub = await cc.subscribe(ds_text, state.map.snapshot)
+        state.sub = sub
+        task = asyncio.get_running_loop().create_task(_consume(state, sub))
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+        return {}
+    if op == "write":
+        if state.sub is None:
+            raise ValueError("subscribe first")
+        puts = [put_command(k, v) for k, v in _pairs(cmd, "puts")]
+        deletes = [delete_command(k) for k in _strs(cmd, "deletes")]
+        concurrency = _int(cmd, "concurrency", 16)
+        failed = await _write(state.sub, puts, concurrency)
+        failed += await _write(state.sub, deletes, concurrency)
+        return {"acked": len(puts) + len(deletes) - len(failed), "failed": failed[:5]}
+    if op == "state":
+        return {
+            "size": len(state.map),
+            "digest": state.map.digest(),
+            "values": {k: state.map.get(k) for k in _strs(cmd, "keys")},
+            "commits": state.commits,
+            "snapshots_loaded": state.snapshots_loaded,
+            "malformed": state.malformed,
+        }
+    raise ValueError(f"unknown op {op!r}")
+
+
+async def _serve_commands(cc: CopyCat) -> None:
+    state = _State(cc=cc)
+    emit(event="ready", node_id=cc.node_id, pid=os.getpid())
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = await reader.readline()
+        if not line:
+            return
+        op = "?"
+        try:
+            raw: object = json.loads(line)
+            if not isinstance(raw, dict) or not isinstance(raw.get("op"), str):
+                raise ValueError("a command is a JSON object with an 'op'")
+            op = str(raw["op"])
+            if op == "exit":
+                return
+            emit(event="reply", op=op, **await _handle(state, op, raw))
+        except (CopyCatError, ValueError) as exc:
+            emit(event="error", op=op, message=f"{type(exc).__name__}: {exc}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m copycat.cli._worker")
+    parser.add_argument("--node-id", type=int, required=True)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--gossip-port", type=int, required=True)
+    parser.add_argument("--peers", default="")
+    parser.add_argument("--snapshot-every-entries", type=int, default=50)
+    args = parser.parse_args(argv)
+    from copycat import Config
+
+    config = Config.local(
+        node_id=args.node_id,
+        data_dir=args.data_dir,
+        port=args.port,
+        gossip_port=args.gossip_port,
+        peers_to_contact=[p for p in args.peers.split(",") if p],
+        snapshot_every_entries=args.snapshot_every_entries,
+    )
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    code = 0
+    try:
+        asyncio.run(serve(config, _serve_commands))
+        emit(event="stopped")
+    except StartError as exc:
+        emit(event="error", op="start", message=str(exc))
+        code = 1
+    except TimeoutError:
+        emit(event="error", op="exit", message="the node did not shut down in time")
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    except Exception:
+        log.exception("the demo node failed")
+        code = 1
+    exit_process(code)
+
+
+if __name__ == "__main__":
+    main()
