@@ -317,13 +317,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="snapshot the map every this many applied writes",
     )
     parser.add_argument(
-        "--join-settle-s",
-        type=float,
-        default=2.0,
-        help="with --peers: seconds to wait after joining before subscribing, so that "
-        "this node has learned from the cluster's directory that the map exists",
-    )
-    parser.add_argument(
         "--max-body-bytes", type=int, default=64 * 1024, help="largest PUT body accepted"
     )
     parser.add_argument(
@@ -348,11 +341,6 @@ async def serve(args: argparse.Namespace) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with copycat.CopyCat(config) as cc:
-        if config.peers_to_contact and args.join_settle_s > 0:
-            # Subscribing to an id that no node is known to host starts a new group for
-            # it. A node that just joined learns who hosts what by gossip within a
-            # moment: subscribing before that would start a second, separate map.
-            await asyncio.sleep(args.join_settle_s)
         the_map = await ReplicatedMap.open(cc, args.data_structure_id)
         kv = KeyValueServer(the_map, max_body_bytes=args.max_body_bytes)
         server = await asyncio.start_server(

@@ -116,12 +116,7 @@ def test_two_servers_share_the_map(tmp_path: Path, servers: list[KvServer]) -> N
     assert first.request("PUT", "/keys/before", b"join") == (204, b"")
     second = _start(
         servers,
-        KvServer(
-            data_dir=tmp_path / "kv2",
-            node_id=2,
-            peers=[first.gossip_address],
-            extra=["--join-settle-s=1.5"],
-        ),
+        KvServer(data_dir=tmp_path / "kv2", node_id=2, peers=[first.gossip_address]),
     )
     # The joining server receives what was written before it came...
     _wait_for(second, "/keys/before", (200, b"join"))

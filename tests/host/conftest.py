@@ -33,7 +33,7 @@ class Cluster:
             other.add_peer(node_id, *ep.address)
         self.stores[node_id] = store if store is not None else MemoryLogStore()
         host = Host(
-            HostConfig(node_id=node_id, tick_interval_s=0.02, **config),  # type: ignore[arg-type]
+            HostConfig(**{"node_id": node_id, "tick_interval_s": 0.02, **config}),  # type: ignore[arg-type]
             self.stores[node_id],
             ep,
         )

@@ -47,12 +47,13 @@ __all__: Final = ["DemoError", "run"]
 NODES: Final = 3
 SNAPSHOT_EVERY_ENTRIES: Final = 50
 """Small, so that the members compact their logs often."""
+SNAPSHOT_KEEP_ENTRIES: Final = 20
+"""Entries a member keeps below its snapshot when it compacts: few, so that the node
+that was down falls behind the compaction point and catches up from a snapshot shipped
+by another member, not from the log alone."""
 FIRST_KEYS: Final = 100
-MORE_KEYS: Final = 1_200
-"""Written while node 3 is down: more than the entries a member keeps below its latest
-snapshot when it compacts (the host's `snapshot_keep_entries`, 1,000 by default, which
-`Config` does not expose), so node 3 falls behind the compaction point and catches up
-from a snapshot shipped by another member, not from the log alone."""
+MORE_KEYS: Final = 300
+"""Written while node 3 is down: several snapshots' worth."""
 DELETED_KEYS: Final = 25
 START_TIMEOUT_S: Final = 20.0
 STEP_TIMEOUT_S: Final = 20.0
@@ -108,6 +109,7 @@ class _Node:
                 f"--gossip-port={self.gossip_port}",
                 f"--peers={','.join(self.peers)}",
                 f"--snapshot-every-entries={SNAPSHOT_EVERY_ENTRIES}",
+                f"--snapshot-keep-entries={SNAPSHOT_KEEP_ENTRIES}",
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -273,7 +275,8 @@ class _Demo:
                     raise DemoError(f"node {node.node_id} sees {seen} members, not {count}")
                 time.sleep(POLL_INTERVAL_S)
 
-    def write(self, node: _Node, puts: list[tuple[str, str]], deletes: list[str]) -> None:
+    def write(self, node: _Node, puts: list[tuple[str, str]], deletes: list[str]) -> str:
+        """Write through `node`; returns how long it took, as text."""
         reply = node.call(
             "write",
             timeout_s=STEP_TIMEOUT_S + 10,
@@ -288,6 +291,10 @@ class _Demo:
             self.expected.apply(put_command(key, value))
         for key in deletes:
             self.expected.apply(delete_command(key))
+        elapsed, slowest = reply.get("elapsed_s"), reply.get("slowest_s")
+        if not isinstance(elapsed, float | int) or not isinstance(slowest, float | int):
+            return "time unknown"
+        return f"{elapsed:.1f} s, 16 in flight, slowest {slowest * 1000:.0f} ms"
 
     def wait_caught_up(self, node: _Node, sample: str) -> dict[str, object]:
         """Poll `node` (local reads) until its map equals the expected one."""
@@ -332,8 +339,8 @@ class _Demo:
         self.say("subscribed to it on nodes 1, 2 and 3")
 
         first = [(f"key-{i:04d}", f"value-{i}") for i in range(FIRST_KEYS)]
-        self.write(n1, first, [])
-        self.say(f"wrote {FIRST_KEYS} keys through node 1")
+        took = self.write(n1, first, [])
+        self.say(f"wrote {FIRST_KEYS} keys through node 1 ({took})")
         for node in (n2, n3):
             self.check_read(node, "key-0042")
 
@@ -341,10 +348,10 @@ class _Demo:
         self.say("killed node 3 (SIGKILL)")
         more = [(f"key-{i:04d}", f"value-{i}") for i in range(FIRST_KEYS, FIRST_KEYS + MORE_KEYS)]
         gone = [f"key-{i:04d}" for i in range(DELETED_KEYS)]
-        self.write(n1, more, gone)
+        took = self.write(n1, more, gone)
         self.say(
             f"wrote {MORE_KEYS} more keys and deleted {DELETED_KEYS} through node 1 "
-            "while node 3 was down"
+            f"while node 3 was down ({took})"
         )
         self.check_read(n2, f"key-{FIRST_KEYS + 7:04d}")
 
@@ -372,7 +379,8 @@ class _Demo:
             "and restarted",
             f"  catch-up          {catch_up_s:.2f} s from restart to the same contents",
             f"  snapshot loaded   {_describe_loads(loads, FIRST_KEYS, state.get('commits'))}",
-            f"  snapshot every    {SNAPSHOT_EVERY_ENTRIES} entries",
+            f"  snapshots         every {SNAPSHOT_EVERY_ENTRIES} entries, compacting the log "
+            f"to {SNAPSHOT_KEEP_ENTRIES} entries below each",
         ]
 
     def stop_all(self) -> bool:
@@ -423,14 +431,15 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 def run(*, keep_data: bool = False, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """`copycat demo`: 0 on success, 1 when a step fails, 130 when interrupted."""
+    """`copycat demo`: 0 on success, 1 when a step fails, 130 on Ctrl-C (SIGINT), 143 on
+    SIGTERM."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     root = Path(tempfile.mkdtemp(prefix="copycat-demo-"))
     demo = _Demo(root=root, out=out)
     print(
-        f"copycat demo: {NODES} nodes on 127.0.0.1, data in {root} "
-        f"(snapshot every {SNAPSHOT_EVERY_ENTRIES} entries)",
+        f"copycat demo: {NODES} nodes on 127.0.0.1, data in {root} (snapshot every "
+        f"{SNAPSHOT_EVERY_ENTRIES} entries, keeping {SNAPSHOT_KEEP_ENTRIES} below it)",
         file=out,
         flush=True,
     )
@@ -458,9 +467,10 @@ def run(*, keep_data: bool = False, out: TextIO | None = None, err: TextIO | Non
         except OSError as exc:
             code = 1
             print(f"copycat demo: FAILED: {exc}", file=err, flush=True)
-        except (KeyboardInterrupt, _Interrupted):
-            code = 130
-            print("copycat demo: interrupted", file=err, flush=True)
+        except (KeyboardInterrupt, _Interrupted) as exc:
+            code = 143 if isinstance(exc, _Interrupted) else 130
+            what = "terminated" if isinstance(exc, _Interrupted) else "interrupted"
+            print(f"copycat demo: {what}; stopping its node processes", file=err, flush=True)
         finally:
             demo.kill_all()
             if keep_data:

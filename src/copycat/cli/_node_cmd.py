@@ -57,6 +57,7 @@ _FLAG_FIELDS: Final = {
     "tick_interval_s": "tick_interval_s",
     "election_ticks": "election_ticks",
     "snapshot_every_entries": "snapshot_every_entries",
+    "snapshot_keep_entries": "snapshot_keep_entries",
     "replicas": "replicas",
 }
 _FIELD_FLAGS: Final = {field: "--" + dest.replace("_", "-") for dest, field in _FLAG_FIELDS.items()}
@@ -122,6 +123,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tune.add_argument("--election-ticks", type=int, help="ticks before a follower campaigns")
     tune.add_argument(
         "--snapshot-every-entries", type=int, help="entries between a subscriber's snapshots"
+    )
+    tune.add_argument(
+        "--snapshot-keep-entries", type=int, help="entries kept below a snapshot on compaction"
     )
     tune.add_argument("--replicas", type=int, help="default replicas per data structure")
     run = parser.add_argument_group("process")

@@ -6,7 +6,8 @@
 #   {"op": "allocate", "replicas": n}         -> {..., "id"}
 #   {"op": "subscribe", "id": ds}             -> {...}
 #   {"op": "write", "puts": [[k, v], ...], "deletes": [k, ...], "concurrency": c}
-#                                             -> {..., "acked", "failed": [messages]}
+#                                             -> {..., "acked", "failed": [messages],
+#                                                 "elapsed_s", "slowest_s"}
 #   {"op": "state", "keys": [k, ...]}         -> {..., "size", "digest", "values",
 #                                                 "commits", "snapshots_loaded"}
 #   {"op": "exit"} or end of stdin            -> shut down, {"event": "stopped"}, exit 0
@@ -79,17 +80,24 @@ async def _consume(state: _State, sub: Subscription) -> None:
             log.warning("skipped a commit that is not a hashmap command: %s", exc)
 
 
-async def _write(sub: Subscription, commands: list[bytes], concurrency: int) -> list[str]:
+async def _write(
+    sub: Subscription, commands: list[bytes], concurrency: int, latencies: list[float]
+) -> list[str]:
+    """Propose `commands` with `concurrency` in flight; returns the failures and appends
+    each proposal's latency (seconds) to `latencies`."""
     queue = list(reversed(commands))
     failed: list[str] = []
+    loop = asyncio.get_running_loop()
 
     async def worker() -> None:
         while queue:
             command = queue.pop()
+            began = loop.time()
             try:
                 await sub.propose(command)
             except CopyCatError as exc:
                 failed.append(f"{type(exc).__name__}: {exc}")
+            latencies.append(loop.time() - began)
 
     await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
     return failed
@@ -146,9 +154,16 @@ async def _handle(state: _State, op: str, cmd: Mapping[str, object]) -> dict[str
         puts = [put_command(k, v) for k, v in _pairs(cmd, "puts")]
         deletes = [delete_command(k) for k in _strs(cmd, "deletes")]
         concurrency = _int(cmd, "concurrency", 16)
-        failed = await _write(state.sub, puts, concurrency)
-        failed += await _write(state.sub, deletes, concurrency)
-        return {"acked": len(puts) + len(deletes) - len(failed), "failed": failed[:5]}
+        latencies: list[float] = []
+        began = asyncio.get_running_loop().time()
+        failed = await _write(state.sub, puts, concurrency, latencies)
+        failed += await _write(state.sub, deletes, concurrency, latencies)
+        return {
+            "acked": len(puts) + len(deletes) - len(failed),
+            "failed": failed[:5],
+            "elapsed_s": asyncio.get_running_loop().time() - began,
+            "slowest_s": max(latencies, default=0.0),
+        }
     if op == "state":
         return {
             "size": len(state.map),
@@ -192,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gossip-port", type=int, required=True)
     parser.add_argument("--peers", default="")
     parser.add_argument("--snapshot-every-entries", type=int, default=50)
+    parser.add_argument("--snapshot-keep-entries", type=int, default=20)
     args = parser.parse_args(argv)
     from copycat import Config
 
@@ -202,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         gossip_port=args.gossip_port,
         peers_to_contact=[p for p in args.peers.split(",") if p],
         snapshot_every_entries=args.snapshot_every_entries,
+        snapshot_keep_entries=args.snapshot_keep_entries,
     )
     logging.basicConfig(
         stream=sys.stderr,

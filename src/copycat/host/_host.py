@@ -287,6 +287,7 @@ class _Group:
         "idle_ticks",
         "last_progress",
         "log",
+        "outbox",
         "raw",
         "restored_at",
         "waiters",
@@ -300,6 +301,8 @@ class _Group:
         self.restored_at = 0
         self.feed: Feed | None = None
         self.waiters: dict[tuple[bytes, int], asyncio.Future[None]] = {}
+        self.outbox: list[bytes] = []
+        """Proposals queued in this loop turn, handed to raft together by the cycle."""
         self.idle_ticks = 0
         self.last_progress: tuple[int, int, int] = (0, 0, 0)
         self.changed = asyncio.Event()
@@ -439,7 +442,14 @@ class Host:
         readies = []
         for gid in dirty:
             group = self.groups.get(gid)
-            if group is not None and group.raw.has_ready():
+            if group is None:
+                continue
+            if group.outbox:
+                batch_items, group.outbox = group.outbox, []
+                # Refused (no leader yet, flow control): the retry timers resend.
+                with contextlib.suppress(ProposalError):
+                    group.raw.propose_many(batch_items)
+            if group.raw.has_ready():
                 readies.append((group, group.raw.ready()))
         if not readies:
             return
@@ -542,7 +552,7 @@ class Host:
         membership layer says is alive (if that leader's node fails, `node_failed`
         wakes the group and it elects another)."""
         raw = group.raw
-        if group.waiters or raw.has_ready():
+        if group.waiters or group.outbox or raw.has_ready():
             return False
         if raw.is_leader():
             last = raw.raft.log.last_index()
@@ -713,38 +723,43 @@ class Host:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + cfg.proposal_timeout_s
         fut: asyncio.Future[None] = loop.create_future()
-        group.waiters[(session.id, seq)] = fut
-        try:
-            while True:
-                payload = encode_proposal(
-                    Proposal(
-                        session=session.id,
-                        seq=seq,
-                        first_unacked=session.first_unacked(),
-                        data=data,
-                    )
-                )
-                self.wake(gid)
-                try:
-                    group.raw.propose(payload)
-                    self._mark(gid)
-                except ProposalError:
-                    pass  # no leader yet, or refused for now: retry after a pause
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise ProposalTimeoutError(
+        key = (session.id, seq)
+        group.waiters[key] = fut
+        timer: asyncio.TimerHandle | None = None
+
+        def send() -> None:
+            # Queue the proposal for the next cycle (proposals of one loop turn go to
+            # raft together), and again every `proposal_retry_s` until it is seen
+            # committed: the same (session, seq), so duplicates are filtered at apply.
+            nonlocal timer
+            if fut.done():
+                return
+            now = loop.time()
+            if now >= deadline:
+                fut.set_exception(
+                    ProposalTimeoutError(
                         f"group {gid}: proposal {seq} not seen committed within "
                         f"{cfg.proposal_timeout_s} s; it may still commit (at most once)"
                     )
-                try:
-                    await asyncio.wait_for(
-                        asyncio.shield(fut), min(cfg.proposal_retry_s, remaining)
-                    )
-                    return
-                except TimeoutError:
-                    continue
+                )
+                return
+            payload = encode_proposal(
+                Proposal(
+                    session=session.id, seq=seq, first_unacked=session.first_unacked(), data=data
+                )
+            )
+            group.outbox.append(payload)
+            self.wake(gid)
+            self._mark(gid)
+            timer = loop.call_later(min(cfg.proposal_retry_s, deadline - now), send)
+
+        send()
+        try:
+            await fut
         finally:
-            group.waiters.pop((session.id, seq), None)
+            if timer is not None:
+                timer.cancel()
+            group.waiters.pop(key, None)
             session.in_flight.discard(seq)
 
     # -- membership of a group ----------------------------------------------------------------

@@ -32,6 +32,7 @@ from copycat.errors import CorruptLogError
 ENTRY_FORMAT: Final = 1
 TABLE_FORMAT: Final = 1
 SESSION_ID_BYTES: Final = 16
+PRUNE_AT: Final = 256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,7 +110,10 @@ class SessionTable:
         state.last_index = index
         if p.first_unacked > state.low:
             state.low = p.first_unacked
-            state.applied = {s for s in state.applied if s >= state.low}
+            if len(state.applied) > PRUNE_AT:
+                # Sequences below `low` are duplicates by the rule above whether or not
+                # the set holds them: prune in batches, not on every proposal.
+                state.applied = {s for s in state.applied if s >= state.low}
         if p.seq < state.low or p.seq in state.applied:
             return False
         state.applied.add(p.seq)

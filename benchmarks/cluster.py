@@ -1,0 +1,187 @@
+"""End-to-end CopyCat throughput, latency and idle cost, with real node processes.
+
+What it measures, on three node processes on loopback (local preset, 100 ms ticks):
+* `proposals_per_s`: 100-byte proposals from one subscriber (an interactive member, so
+  proposals are forwarded to the leader), many in flight (`--concurrency`), durable
+  storage (fsync on every ready cycle) — the time until each `propose` returned;
+* `p50_ms` / `p99_ms`: one proposer with one proposal in flight;
+* `proposals_per_s_no_fsync`: the same throughput with `durable=False`;
+* `idle_cpu_pct`: CPU of one node hosting `--idle-groups` quiescent single-replica
+  groups, over `--idle-seconds`, as a percentage of one core.
+
+How to run (about a minute):
+
+    .venv/bin/python benchmarks/cluster.py
+    .venv/bin/python benchmarks/cluster.py --count 20000 --concurrency 512 --idle-groups 10000
+
+The last line printed is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+WORKER = Path(__file__).with_name("cluster_node.py")
+
+
+def free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class Node:
+    def __init__(self, node_id: int, root: Path, peers: list[str], durable: bool) -> None:
+        self.port, self.gossip_port = free_ports(2)
+        self.events: queue.Queue[dict[str, object]] = queue.Queue()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                f"--node-id={node_id}",
+                f"--data-dir={root / f'node{node_id}'}",
+                f"--port={self.port}",
+                f"--gossip-port={self.gossip_port}",
+                f"--peers={','.join(peers)}",
+                f"--durable={'yes' if durable else 'no'}",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        self.wait("ready", 60)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.put(json.loads(line))
+
+    def send(self, **cmd: object) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+
+    def wait(self, name: str, timeout_s: float) -> dict[str, object]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                event = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if event.get("event") == name:
+                return event
+        raise RuntimeError(f"no {name} within {timeout_s} s")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def cluster(root: Path, durable: bool) -> list[Node]:
+    first = Node(1, root, [], durable)
+    peers = [f"127.0.0.1:{first.gossip_port}"]
+    nodes = [first, Node(2, root, peers, durable), Node(3, root, peers, durable)]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        first.send(op="members")
+        if first.wait("members", 10)["count"] == 3:
+            break
+        time.sleep(0.2)
+    return nodes
+
+
+def run_throughput(durable: bool, count: int, concurrency: int, samples: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        nodes = cluster(Path(tmp), durable)
+        try:
+            nodes[0].send(op="allocate", replicas=3)
+            ds = nodes[0].wait("allocated", 30)["id"]
+            proposer = nodes[1]
+            proposer.send(op="subscribe", id=ds)
+            proposer.wait("subscribed", 30)
+            proposer.send(op="throughput", id=ds, count=count, concurrency=concurrency)
+            rate = float(proposer.wait("throughput", 600)["per_s"])  # type: ignore[arg-type]
+            out = {"proposals_per_s": rate}
+            if samples:
+                proposer.send(op="latency", id=ds, samples=samples)
+                lat = proposer.wait("latency", 600)
+                out["p50_ms"] = float(lat["p50_ms"])  # type: ignore[arg-type]
+                out["p99_ms"] = float(lat["p99_ms"])  # type: ignore[arg-type]
+            return out
+        finally:
+            for node in nodes:
+                node.kill()
+
+
+def run_idle(groups: int, seconds: float) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        node = Node(1, Path(tmp), [], durable=False)
+        try:
+            node.send(op="idle_groups", count=groups)
+            node.wait("idle_groups", 1200)
+            time.sleep(3)  # let every group elect itself and settle
+            node.send(op="cpu")
+            before = node.wait("cpu", 30)
+            time.sleep(seconds)
+            node.send(op="cpu")
+            after = node.wait("cpu", 30)
+            cpu = float(after["cpu_s"]) - float(before["cpu_s"])  # type: ignore[arg-type]
+            return 100.0 * cpu / seconds, int(after["quiescent"])  # type: ignore[call-overload]
+        finally:
+            node.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=30_000)
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--idle-groups", type=int, default=10_000)
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    say(f"durable: {args.count} proposals, {args.concurrency} in flight, then latency")
+    durable = run_throughput(True, args.count, args.concurrency, args.samples)
+    say(f"no fsync: {args.count} proposals")
+    fast = run_throughput(False, args.count, args.concurrency, 0)
+    say(f"idle: {args.idle_groups} groups on one node for {args.idle_seconds} s")
+    idle_pct, quiescent = run_idle(args.idle_groups, args.idle_seconds)
+    print(
+        json.dumps(
+            {
+                "proposals_per_s": round(durable["proposals_per_s"]),
+                "p50_ms": round(durable["p50_ms"], 2),
+                "p99_ms": round(durable["p99_ms"], 2),
+                "proposals_per_s_no_fsync": round(fast["proposals_per_s"]),
+                "idle_cpu_pct": round(idle_pct, 2),
+                "idle_groups": args.idle_groups,
+                "idle_groups_quiescent": quiescent,
+                "nodes": 3,
+                "payload_bytes": 100,
+                "concurrency": args.concurrency,
+                "cpus": os.cpu_count(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
