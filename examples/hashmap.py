@@ -18,7 +18,6 @@ map coming back from its snapshot (`LOAD_SNAPSHOT`) and the log after it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -63,6 +62,7 @@ class ReplicatedMap:
         """Operations applied since the map was opened."""
         self.snapshots_loaded = 0
         """How many times the map was replaced by a snapshot (`LOAD_SNAPSHOT`)."""
+        self._stopped = False
 
     @classmethod
     async def open(
@@ -111,6 +111,8 @@ class ReplicatedMap:
 
     async def _propose(self, operation: dict[str, str]) -> None:
         sub = self._subscription()
+        if self._stopped:
+            raise CopyCatError("the map's commit loop has stopped: the map is closed")
         # A unique id lets the commit loop tell this node's waiting writer that its
         # operation was applied. It is not needed for exactly-once: CopyCat already
         # delivers each acknowledged proposal once.
@@ -150,6 +152,7 @@ class ReplicatedMap:
                 elif isinstance(item, bytes):
                     self._apply(item)
         finally:
+            self._stopped = True
             for waiter in self._waiting.values():
                 if not waiter.done():
                     waiter.set_exception(CopyCatError("the map was closed"))
@@ -191,21 +194,24 @@ class ReplicatedMap:
             await self._sub.close()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task, outcome in zip(
+            self._tasks, await asyncio.gather(*self._tasks, return_exceptions=True), strict=True
+        ):
+            if isinstance(outcome, Exception):
+                log.error("%s failed: %r", task.get_name(), outcome)
 
 
-async def run_node(data_dir: str, *, first_run: bool) -> None:
-    """One life of a single-node cluster on `data_dir`."""
+async def run_node(root: Path, *, first_run: bool) -> None:
+    """One life of a single-node cluster whose data dir is `root`/node1."""
+    data_dir = root / "node1"
     config = copycat.Config.local(
-        data_dir=data_dir,
+        data_dir=str(data_dir),
         port=0,  # the OS picks free ports
         gossip_port=0,
         node_id=1,
         snapshot_every_entries=4,  # snapshot often, to show LOAD_SNAPSHOT on restart
     )
-    id_file = Path(data_dir) / "map-id"
+    id_file = root / "map-id"
     async with copycat.CopyCat(config) as cc:
         print(f"node {cc.node_id} started, data dir {data_dir}")
         if first_run:
@@ -241,10 +247,10 @@ async def run_node(data_dir: str, *, first_run: bool) -> None:
 
 
 async def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="copycat-hashmap-") as data_dir:
-        await run_node(data_dir, first_run=True)
+    with tempfile.TemporaryDirectory(prefix="copycat-hashmap-") as root:
+        await run_node(Path(root), first_run=True)
         print("restarting the node on the same data dir")
-        await run_node(data_dir, first_run=False)
+        await run_node(Path(root), first_run=False)
     print("done")
 
 

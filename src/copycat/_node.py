@@ -38,7 +38,7 @@ from copycat.errors import (
 )
 from copycat.host import Host, LoadSnapshot, Session, encode_ints
 from copycat.host._host import _decode_ints
-from copycat.membership import DirectoryEntry, Membership, Role
+from copycat.membership import DirectoryEntry, MemberInfo, Membership, Role
 from copycat.placement import NodeInfo, PlacementRule, Topology, place
 from copycat.storage import open_log_store
 from copycat.transport import Endpoint
@@ -172,6 +172,29 @@ class CopyCat:
         if self._host is None or self._endpoint is None or self._membership is None:
             raise CopyCatError("start the node first: `async with CopyCat(config)`")
         return self._host, self._endpoint, self._membership
+
+    # -- where this node is --------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """This node's CopyCat transport address, "host:port" (the bound port when the
+        config asked for port 0)."""
+        _, endpoint, _ = self._parts()
+        host, port = endpoint.address
+        return f"{host}:{port}"
+
+    @property
+    def gossip_address(self) -> str:
+        """This node's gossip address, "host:port": what another node lists in
+        `peers_to_contact` to join this cluster."""
+        _, _, membership = self._parts()
+        return membership.gossip_address
+
+    def members(self) -> tuple[MemberInfo, ...]:
+        """The live members of the cluster as this node sees them (itself included):
+        node id, transport address, data center, rack, state."""
+        _, _, membership = self._parts()
+        return membership.view().members
 
     # -- peers -----------------------------------------------------------------------------
 

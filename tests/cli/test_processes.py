@@ -53,7 +53,7 @@ def test_demo_runs_replicates_recovers_and_cleans_up() -> None:
         match = re.compile(r"^\[\s*[\d.]+s\] " + step, re.MULTILINE).search(out, position)
         assert match is not None, f"missing progress line {step!r} in:\n{out}"
         position = match.end()
-    assert "keys written      1300 puts and 25 deletes through node 1 (375 keys live)" in out
+    assert "keys written      400 puts and 25 deletes through node 1 (375 keys live)" in out
     assert re.search(r"catch-up +[\d.]+ s from restart", out)
     assert re.search(r"snapshot loaded +yes: .*shipped by another member", out)
     assert out.rstrip().endswith("demo OK")

@@ -82,6 +82,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("copycat.host")
 
 SNAPSHOT_FORMAT: Final = 1
+MAX_HELD_PROPOSALS: Final = 10_000
+"""Proposals a group keeps while it has no leader; older ones wait for their retry."""
 SnapshotProvider = Callable[[], "bytes | Awaitable[bytes]"]
 
 
@@ -446,9 +448,12 @@ class Host:
                 continue
             if group.outbox:
                 batch_items, group.outbox = group.outbox, []
-                # Refused (no leader yet, flow control): the retry timers resend.
-                with contextlib.suppress(ProposalError):
+                try:
                     group.raw.propose_many(batch_items)
+                except ProposalError:
+                    # No leader yet (or flow control): keep them for the moment a leader
+                    # is known (below), bounded; the retry timers resend anyway.
+                    group.outbox[:0] = batch_items[-MAX_HELD_PROPOSALS:]
             if group.raw.has_ready():
                 readies.append((group, group.raw.ready()))
         if not readies:
@@ -482,7 +487,9 @@ class Host:
             if rd.committed_entries:
                 self._applied(group, rd.committed_entries)
             group.raw.advance(rd)
-            if group.raw.has_ready():
+            if group.raw.has_ready() or (
+                group.outbox and rd.soft_state is not None and rd.soft_state.leader_id
+            ):
                 self._dirty.add(group.gid)
         if self._dirty and not self._cycle_scheduled:
             self._cycle_scheduled = True
@@ -680,6 +687,8 @@ class Host:
         self.counters["snapshots_taken"] += 1
         conf = group.raw.conf_state()
         for member in sorted(conf.members() - {self.config.node_id}):
+            if member in self._failed_nodes or not self.is_alive(member):
+                continue  # raft ships it when the member is back and behind
             offer = InstallSnapshot(
                 term=0, sender=self.config.node_id, to=member, snapshot=Snapshot(metadata=meta)
             )
