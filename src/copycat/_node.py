@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import msgpack
@@ -40,11 +39,11 @@ from copycat.host import Host, LoadSnapshot, Session, encode_ints
 from copycat.host._host import _decode_ints
 from copycat.membership import DirectoryEntry, MemberInfo, Membership, Role
 from copycat.placement import NodeInfo, PlacementRule, Topology, place
-from copycat.storage import open_log_store
 from copycat.transport import Endpoint
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
+    from pathlib import Path
     from types import TracebackType
 
     from copycat._config import Config
@@ -52,16 +51,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("copycat")
 
-NODE_ID_FILE: Final = "node_id"
 _CREATE_GROUP: Final = "copycat.create_group"
 _START_REPLICA: Final = "copycat.start_replica"
 _ADD_MEMBER: Final = "copycat.add_member"
 _LOOKUP: Final = "copycat.lookup_group"
 
 
-def _load_node_id(data_dir: Path, configured: int | None) -> int:
+def _load_node_id(path: Path, configured: int | None) -> int:
     """The node's id: configured, or generated once and kept in the data dir."""
-    path = data_dir / NODE_ID_FILE
+    data_dir = path.parent
     if path.exists():
         stored = int(path.read_text().strip())
         if configured is not None and configured != stored:
@@ -124,9 +122,8 @@ class CopyCat:
             raise CopyCatError("this node is already started")
         self._started = True
         cfg = self.config
-        data_dir = Path(cfg.data_dir)
-        self.node_id = _load_node_id(data_dir, cfg.node_id)
-        store = open_log_store(data_dir / "raft", durable=cfg.durable)
+        self.node_id = _load_node_id(cfg.node_id_file, cfg.node_id)
+        store = cfg.open_log_store()
         endpoint = Endpoint(cfg.transport_config(self.node_id))
         await endpoint.start()
         self._endpoint = endpoint

@@ -13,7 +13,7 @@ from copycat.storage import LogStore, MemoryLogStore
 from copycat.transport import Endpoint, FaultHooks, TransportConfig
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
 
 @dataclass
@@ -67,6 +67,16 @@ class Cluster:
     async def close(self) -> None:
         for node_id in list(self.hosts):
             await self.stop(node_id)
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    """Wait (bounded) until `predicate()` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
 
 
 @pytest_asyncio.fixture

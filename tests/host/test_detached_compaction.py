@@ -9,21 +9,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from copycat.host import LOAD_SNAPSHOT, Session
+from tests.host.conftest import until
 
 if TYPE_CHECKING:
     from .conftest import Cluster
 
 GID = 4242
 PROPOSALS = 400
-
-
-async def _until(predicate, timeout_s: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.asyncio
@@ -47,7 +39,7 @@ async def test_detached_logs_stay_bounded_under_a_long_stream(cluster: Cluster) 
         session = Session()
         for i in range(PROPOSALS):
             await cluster.hosts[1].propose(GID, session, b"%d" % i)
-        await _until(lambda: len(state) == PROPOSALS)
+        await until(lambda: len(state) == PROPOSALS)
 
         # check: every member's log holds a bounded tail, detached ones included
         def bounded() -> bool:
@@ -57,7 +49,7 @@ async def test_detached_logs_stay_bounded_under_a_long_stream(cluster: Cluster) 
                     return False
             return True
 
-        await _until(bounded)
+        await until(bounded)
         for node_id in (2, 3):
             log = cluster.stores[node_id].group(GID)
             assert log.snapshot_metadata().index > 0, f"node {node_id} recorded no snapshot"

@@ -8,20 +8,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from copycat.host import Session
+from tests.host.conftest import until
 
 if TYPE_CHECKING:
     from .conftest import Cluster
 
 GROUPS = 60
-
-
-async def _until(predicate, timeout_s: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.asyncio
@@ -35,7 +27,7 @@ async def test_idle_groups_quiesce_and_wake(cluster: Cluster) -> None:
         cluster.hosts[1].campaign(gid)
 
     # init: every group elected a leader and went quiet on every node
-    await _until(lambda: all(h.quiescent_groups() == GROUPS for h in cluster.hosts.values()))
+    await until(lambda: all(h.quiescent_groups() == GROUPS for h in cluster.hosts.values()))
     ticks_before = {n: h.counters["cycles"] for n, h in cluster.hosts.items()}
     await asyncio.sleep(0.3)  # 15 ticks: nothing happens
     assert all(h.counters["cycles"] == ticks_before[n] for n, h in cluster.hosts.items())
@@ -47,7 +39,7 @@ async def test_idle_groups_quiesce_and_wake(cluster: Cluster) -> None:
     await asyncio.wait_for(cluster.hosts[follower].propose(gid, Session(), b"x"), 10)
 
     # check: it settles again
-    await _until(lambda: all(h.quiescent_groups() == GROUPS for h in cluster.hosts.values()))
+    await until(lambda: all(h.quiescent_groups() == GROUPS for h in cluster.hosts.values()))
 
     # act: the leader's node stops; the membership layer reports it failed
     await cluster.stop(leader)

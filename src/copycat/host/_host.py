@@ -29,7 +29,7 @@ import contextlib
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -880,8 +880,10 @@ class Host:
             group.feed = None
 
 
-async def _iterate_chunks(chunks: object) -> AsyncIterator[bytes]:
-    for chunk in chunks:  # type: ignore[attr-defined]
+async def _iterate_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Feed a snapshot file's chunks to the transport, yielding to the loop between them
+    (the reads are small and local; the transport's credits bound what is in flight)."""
+    for chunk in chunks:
         yield chunk
         await asyncio.sleep(0)
 
