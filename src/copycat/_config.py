@@ -95,6 +95,7 @@ class _ConfigKwargs(TypedDict, total=False):
     snapshot_keep_entries: int
     proposal_timeout_s: float
     replicas: int
+    repair_grace_s: float
     gossip_preset: GossipPreset
     compression: Sequence[str]
 
@@ -244,6 +245,12 @@ class Config:
     add cost without adding fault tolerance. At least 1. A single-node cluster places as
     many as it can and tops up as nodes join."""
 
+    repair_grace_s: float = 10.0
+    """Seconds a voter must stay failed (by gossip) before the groups it served get a
+    replacement replica from placement. Default 10 s, so that a brief partition or a
+    restart does not move data. Shorter restores redundancy sooner at the cost of
+    needless copies when a node only blinked. Positive."""
+
     gossip_preset: GossipPreset = "local"
     """Timing of failure detection: "local" (probe every 0.2 s; loopback only: tests, one
     machine), "lan" (probe every 1 s: one data center), "wan" (probe every 5 s with slower
@@ -346,6 +353,7 @@ class Config:
         _check_int("election_ticks", self.election_ticks, 2, 10_000)
         _check_int("snapshot_every_entries", self.snapshot_every_entries, 1, 1 << 62)
         _check_int("snapshot_keep_entries", self.snapshot_keep_entries, 0, 1 << 62)
+        _check_seconds("repair_grace_s", self.repair_grace_s)
         _check_seconds("proposal_timeout_s", self.proposal_timeout_s)
         election_timeout_s = self.election_ticks * self.tick_interval_s
         if self.proposal_timeout_s < 2 * election_timeout_s:
@@ -734,7 +742,7 @@ _INT_FIELDS: Final = frozenset(
         "replicas",
     }
 )
-_FLOAT_FIELDS: Final = frozenset({"tick_interval_s", "proposal_timeout_s"})
+_FLOAT_FIELDS: Final = frozenset({"tick_interval_s", "proposal_timeout_s", "repair_grace_s"})
 _BOOL_FIELDS: Final = frozenset({"durable", "insecure_plaintext_gossip"})
 _LIST_FIELDS: Final = frozenset({"peers_to_contact", "gossip_keys", "compression"})
 _OPTIONAL_FIELDS: Final = frozenset({"node_id", "tls_ca_file", "tls_cert_file", "tls_key_file"})

@@ -31,13 +31,23 @@ from copycat.errors import (
     BrokenError,
     ClosedError,
     CopyCatError,
+    NotEnoughNodesError,
     NotLeaderError,
     PeerUnreachableError,
     ProposalTimeoutError,
 )
 from copycat.host import Host, LoadSnapshot, Session, encode_ints
 from copycat.host._host import _decode_ints
-from copycat.membership import DirectoryEntry, MemberInfo, Membership, Role
+from copycat.membership import (
+    DirectoryEntry,
+    MemberFailed,
+    MemberInfo,
+    MemberJoined,
+    MemberLeft,
+    MemberRecovered,
+    Membership,
+    Role,
+)
 from copycat.placement import NodeInfo, PlacementRule, Topology, place
 from copycat.transport import Endpoint
 
@@ -55,6 +65,7 @@ _CREATE_GROUP: Final = "copycat.create_group"
 _START_REPLICA: Final = "copycat.start_replica"
 _ADD_MEMBER: Final = "copycat.add_member"
 _LOOKUP: Final = "copycat.lookup_group"
+_IS_MEMBER: Final = "copycat.is_member"
 
 
 def _load_node_id(path: Path, configured: int | None) -> int:
@@ -100,6 +111,9 @@ class CopyCat:
         self._endpoint: Endpoint | None = None
         self._membership: Membership | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._repair: asyncio.Task[None] | None = None
+        self._missing_since: dict[int, float] = {}
+        self._lonely_since: dict[int, float] = {}
         self._subscriptions: dict[int, Subscription] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -132,6 +146,7 @@ class CopyCat:
         endpoint.register_request_handler(_CREATE_GROUP, self._serve_create_group)
         endpoint.register_request_handler(_START_REPLICA, self._serve_start_replica)
         endpoint.register_request_handler(_LOOKUP, self._serve_lookup)
+        endpoint.register_request_handler(_IS_MEMBER, self._serve_is_member)
         membership = Membership(
             cfg.membership_config(self.node_id, transport_port=endpoint.address[1])
         )
@@ -140,7 +155,9 @@ class CopyCat:
         await host.start()
         self._publish(upsert=list(host.groups))
         self._sync_peers()
-        self._watch = asyncio.get_running_loop().create_task(self._watch_membership())
+        loop = asyncio.get_running_loop()
+        self._watch = loop.create_task(self._watch_membership())
+        self._repair = loop.create_task(self._repair_loop())
 
     async def shutdown(self) -> None:
         """Leave the cluster and stop. Subscriptions are closed (their members stay)."""
@@ -148,10 +165,11 @@ class CopyCat:
             self._closed = True
             return
         self._closed = True
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        for task in (self._watch, self._repair):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for sub in list(self._subscriptions.values()):
             sub._detach()
         if self._host is not None:
@@ -204,7 +222,12 @@ class CopyCat:
 
     async def _watch_membership(self) -> None:
         _, _, membership = self._parts()
-        async for _event in membership.events():
+        host = self._host
+        async for event in membership.events():
+            if host is not None and isinstance(event, MemberFailed | MemberLeft):
+                host.node_failed(event.member.node_id)
+            elif host is not None and isinstance(event, MemberJoined | MemberRecovered):
+                host.node_recovered(event.member.node_id)
             try:
                 self._sync_peers()
             except (CopyCatError, ValueError) as exc:
@@ -314,6 +337,132 @@ class CopyCat:
         host.open_member(gid)
         self._publish(upsert=[gid])
         return b""
+
+    # -- repair ----------------------------------------------------------------------------
+
+    async def _repair_loop(self) -> None:
+        """Every second: groups this node leads replace voters that gossip has reported
+        failed for `repair_grace_s` (one membership change at a time: the replacement
+        joins as a learner, is promoted once caught up, then the dead voter is removed);
+        and members this node hosts that cannot find a leader ask whether they are still
+        members, dropping their replica when they are not (a node back from the dead)."""
+        while True:
+            await asyncio.sleep(max(1.0, self.config.tick_interval_s * 10))
+            try:
+                await self._repair_once()
+            except (CopyCatError, OSError) as exc:
+                log.warning("repair: %s", exc)
+
+    async def _repair_once(self) -> None:
+        host, _, membership = self._parts()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        live = {m.node_id for m in membership.view().members}
+        for node_id in list(self._missing_since):
+            if node_id in live:
+                del self._missing_since[node_id]
+        for gid, group in list(host.groups.items()):
+            raw = group.raw
+            if raw.is_leader():
+                self._lonely_since.pop(gid, None)
+                await self._repair_group(gid, live, now)
+            elif raw.leader_id == 0:
+                since = self._lonely_since.setdefault(gid, now)
+                if now - since >= self.config.repair_grace_s:
+                    self._lonely_since[gid] = now
+                    await self._drop_if_stale(gid)
+            else:
+                self._lonely_since.pop(gid, None)
+
+    async def _repair_group(self, gid: int, live: set[int], now: float) -> None:
+        host, _, _ = self._parts()
+        raw = host.groups[gid].raw
+        conf = raw.conf_state()
+        if conf.is_joint():
+            return
+        dead = sorted(v for v in conf.voters if v not in live)
+        for node_id in dead:
+            self._missing_since.setdefault(node_id, now)
+        expired = [v for v in dead if now - self._missing_since[v] >= self.config.repair_grace_s]
+        if not expired:
+            return
+        victim = expired[0]
+        survivors = [v for v in conf.voters if v != victim]
+        ds = DataStructureId.from_int(gid)
+        try:
+            target = place(
+                str(ds),
+                self._topology(),
+                PlacementRule(replicas=len(conf.voters)),
+                exclude=dead,
+                current=survivors,
+            )
+        except NotEnoughNodesError as exc:
+            log.warning("group %s: no node can replace failed node %d: %s", ds, victim, exc)
+            return
+        newcomers = [n for n in target if n not in conf.voters]
+        if newcomers:
+            node_id = newcomers[0]
+            log.info("group %s: replacing failed node %d by node %d", ds, victim, node_id)
+            if node_id in conf.learners:
+                pass  # already joined (an interactive member): promote it
+            elif node_id == self.node_id:
+                host.open_member(gid)
+            else:
+                await self._call(node_id, _START_REPLICA, encode_ints(gid))
+            await host.add_member(gid, node_id, voter=False)
+            await self._wait_caught_up(gid, node_id)
+            await host.add_member(gid, node_id, voter=True)
+        await host.remove_member(gid, victim)
+        log.info("group %s: removed failed node %d", ds, victim)
+
+    async def _wait_caught_up(self, gid: int, node_id: int) -> None:
+        host, _, _ = self._parts()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.proposal_timeout_s
+        group = host.groups[gid]
+        while loop.time() < deadline:
+            raw = group.raw
+            if not raw.is_leader():
+                raise NotLeaderError(raw.leader_id or None)
+            progress = raw.status().progress.get(node_id)
+            if progress is not None and progress.match >= raw.status().commit:
+                return
+            group.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(group.changed.wait(), self.config.tick_interval_s * 5)
+        raise ProposalTimeoutError(f"group {gid}: node {node_id} did not catch up in time")
+
+    async def _drop_if_stale(self, gid: int) -> None:
+        """Ask the group's other members whether this node is still a member; drop the
+        replica when a leader says it is not."""
+        host, _, membership = self._parts()
+        ds = DataStructureId.from_int(gid)
+        others = {r.node_id for r in membership.locate(str(ds))} | set(
+            host.groups[gid].raw.conf_state().members()
+        )
+        others.discard(self.node_id)
+        for node_id in sorted(others):
+            try:
+                reply = await self._call(node_id, _IS_MEMBER, encode_ints(gid, self.node_id))
+            except CopyCatError:
+                continue
+            if reply == b"\x00":
+                log.info("group %s: this node is no longer a member; dropping its replica", ds)
+                host.drop_group(gid)
+                self._publish(remove=[gid])
+                return
+            if reply == b"\x01":
+                return
+
+    async def _serve_is_member(self, peer: int, body: bytes) -> bytes:
+        """b"\x01" member, b"\x00" not a member (answered by the leader only), b"" unknown."""
+        gid, node_id = _decode_ints(body, 2)
+        host, _, _ = self._parts()
+        group = host.groups.get(gid)
+        if group is None or not group.raw.is_leader():
+            return b""
+        return b"\x01" if node_id in group.raw.conf_state().members() else b"\x00"
 
     # -- subscriptions ---------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ async def main() -> None:
     parser.add_argument("--rack", default="rack1")
     parser.add_argument("--snapshot-every", type=int, default=10_000)
     parser.add_argument("--snapshot-keep", type=int, default=1_000)
+    parser.add_argument("--repair-grace", type=float, default=10.0)
     args = parser.parse_args()
     config = Config.local(
         data_dir=args.data_dir,
@@ -80,6 +81,7 @@ async def main() -> None:
         rack=args.rack,
         snapshot_every_entries=args.snapshot_every,
         snapshot_keep_entries=args.snapshot_keep,
+        repair_grace_s=args.repair_grace,
     )
     subs: dict[str, Subscription] = {}
     tasks: set[asyncio.Task[None]] = set()

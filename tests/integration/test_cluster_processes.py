@@ -90,13 +90,17 @@ def test_processes_exactly_once_across_kill_and_restart(procs: ProcessCluster, s
 
     live = [n1, n2, n3, *others]
 
-    def converged() -> bool:
-        acked = _acked(live)
-        return all(acked <= set(_commits(n)) for n in live) and any(
-            e.get("event") == "proposed" and e.get("prefix") == "n3-c" for e in n3.log
-        )
+    finished = {1: "n1-b", 2: "n2-b", 3: "n3-c", **{n.node_id: f"n{n.node_id}-a" for n in others}}
 
-    _pump(live, converged, 60)
+    def converged() -> bool:
+        done = all(
+            any(e.get("event") == "proposed" and e.get("prefix") == prefix for e in node.log)
+            for node, prefix in ((procs.nodes[i], p) for i, p in finished.items())
+        )
+        acked = _acked(live)
+        return done and all(acked <= set(_commits(n)) for n in live)
+
+    _pump(live, converged, 120)
 
     # check: one order everywhere, every acknowledged proposal exactly once, nothing
     # that was never proposed
