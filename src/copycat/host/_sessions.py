@@ -15,7 +15,7 @@ The rules:
 3. A session unseen for `ttl_entries` applied entries expires; when the table holds
    `max_sessions`, the session seen least recently is evicted. A proposer whose session
    expired gets a new one: its retried proposals may then apply twice, which is why the
-   TTL is long compared with any retry (documented in docs/exactly-once.md).
+   TTL is long compared with any retry (docs/host.md, "Exactly once").
 4. The table is part of every snapshot (`encode_table` / `decode_table`), beside the
    user's bytes.
 """
