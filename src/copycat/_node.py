@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
     from copycat._config import Config
     from copycat.host import Feed, SnapshotProvider
+    from copycat.storage import LogStore
 
 log = logging.getLogger("copycat")
 
@@ -108,6 +109,7 @@ class CopyCat:
         self._closed = False
         self.node_id = 0
         self._host: Host | None = None
+        self._store: LogStore | None = None
         self._endpoint: Endpoint | None = None
         self._membership: Membership | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -135,9 +137,19 @@ class CopyCat:
         if self._started:
             raise CopyCatError("this node is already started")
         self._started = True
+        try:
+            await self._open()
+        except BaseException:
+            # Close whatever was opened (ports, the store's lock), then report the cause.
+            await self._close_parts()
+            self._closed = True
+            raise
+
+    async def _open(self) -> None:
         cfg = self.config
         self.node_id = _load_node_id(cfg.node_id_file, cfg.node_id)
         store = cfg.open_log_store()
+        self._store = store
         endpoint = Endpoint(cfg.transport_config(self.node_id))
         await endpoint.start()
         self._endpoint = endpoint
@@ -172,14 +184,17 @@ class CopyCat:
                     await task
         for sub in list(self._subscriptions.values()):
             sub._detach()
+        await self._close_parts()
+
+    async def _close_parts(self) -> None:
         if self._host is not None:
             await self._host.close()
         if self._membership is not None:
             await self._membership.close(leave=True)
         if self._endpoint is not None:
             await self._endpoint.close()
-        if self._host is not None:
-            self._host.store.close()
+        if self._store is not None:
+            self._store.close()
 
     def _parts(self) -> tuple[Host, Endpoint, Membership]:
         if self._closed:
