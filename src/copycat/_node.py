@@ -505,8 +505,8 @@ class CopyCat:
                 # ask every live node before starting a group, never a second one.
                 hosts = await self._ask_who_hosts(gid)
             if not hosts:
-                await self._start_for_subscriber(ds)
-            else:
+                hosts = await self._start_for_subscriber(ds)
+            if self.node_id not in hosts:
                 await self._join_as_learner(gid, hosts)
         feed = host.attach_feed(gid, snapshot_provider)
         sub = Subscription(self, ds, feed)
@@ -533,15 +533,16 @@ class CopyCat:
         host, _, _ = self._parts()
         return b"\x01" if gid in host.groups else b"\x00"
 
-    async def _start_for_subscriber(self, ds: DataStructureId) -> None:
+    async def _start_for_subscriber(self, ds: DataStructureId) -> list[int]:
+        """Start the group of an id nobody hosts, placed like an allocation with as many
+        replicas as the cluster gives, and return its voters. Placement decides the
+        creator, and creating is idempotent there, so two nodes subscribing to the same
+        new id at once (with the same view) start one group, not two."""
         topology = self._topology()
         want = min(self.config.replicas, len(topology.node_ids))
         nodes = list(place(str(ds), topology, PlacementRule(replicas=want)))
-        if self.node_id not in nodes:
-            # The subscriber's node hosts a voter too: one member per node, attached to.
-            nodes = [self.node_id, *nodes[: want - 1]]
-        nodes.remove(self.node_id)
-        await self._create_group(ds, [self.node_id, *nodes])
+        await self._create_group(ds, nodes)
+        return nodes
 
     async def _join_as_learner(self, gid: int, candidates: list[int]) -> None:
         host, _, _ = self._parts()

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from copycat import DataStructureId
+
 from .cluster import NodeProcess, ProcessCluster
 
 if TYPE_CHECKING:
@@ -149,3 +151,24 @@ def test_new_subscriber_on_a_fourth_node_loads_a_snapshot_then_the_rest(
     kinds = [e["event"] for e in n4.log if e.get("event") in ("load_snapshot", "commit")]
     assert kinds[0] == "load_snapshot"
     assert _commits(n4) == _commits(n1)
+
+
+def test_concurrent_subscribers_to_a_new_id_start_one_group(procs: ProcessCluster) -> None:
+    """Subscribing to an id no node hosts starts its group; three nodes doing so at the
+    same moment end up in one group (placement picks the creator), one order for all."""
+    for node_id in (1, 2, 3):
+        procs.add(node_id)
+    procs.wait_members(3)
+    nodes = list(procs.nodes.values())
+    ds = str(DataStructureId.new())
+    for node in nodes:
+        node.send(op="subscribe", id=ds)
+    for node in nodes:
+        node.wait_for("subscribed", 30)
+    for node in nodes:
+        node.send(op="propose", id=ds, prefix=f"n{node.node_id}-", count=20, concurrency=4)
+    expected = {f"n{n}-{i}" for n in (1, 2, 3) for i in range(20)}
+    _pump(nodes, lambda: all(set(_commits(n)) >= expected for n in nodes), 60)
+    sequences = [_commits(n) for n in nodes]
+    assert sequences[0] == sequences[1] == sequences[2]
+    assert set(sequences[0]) == expected
