@@ -499,6 +499,7 @@ class CopyCat:
         if gid in self._subscriptions:
             raise CopyCatError(f"{ds} already has a subscription on this node")
         if gid not in host.groups:
+            await self._await_directory()
             hosts = [r.node_id for r in membership.locate(str(ds)) if r.node_id != self.node_id]
             if not hosts:
                 # The directory may not have converged yet (an allocation a moment ago):
@@ -513,6 +514,29 @@ class CopyCat:
         self._subscriptions[gid] = sub
         self._publish(upsert=[gid])
         return sub
+
+    async def _await_directory(self, timeout_s: float = 10.0) -> None:
+        """Before deciding that nobody hosts a data structure: a node that was given
+        peers waits (bounded) until it sees one, and until it holds the directory every
+        member it sees advertises."""
+        _, _, membership = self._parts()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            members = membership.view().members
+            lonely = bool(self.config.peers_to_contact) and len(members) < 2
+            behind = False
+            for m in members:
+                if m.node_id == self.node_id:
+                    continue
+                versions = membership.peer_directory_version(m.node_id)
+                if versions is None or versions[0] < versions[1]:
+                    behind = True
+                    break
+            if not lonely and not behind:
+                return
+            await asyncio.sleep(self.config.tick_interval_s)
+        log.warning("the cluster view did not settle within %.0f s; going on", timeout_s)
 
     async def _ask_who_hosts(self, gid: int) -> list[int]:
         _, _, membership = self._parts()

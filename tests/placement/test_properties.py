@@ -170,7 +170,12 @@ def test_one_of_n_leaving_moves_about_one_nth(leaver, replicas, spread, load_fac
     placed = len(groups) * replicas
     held = sum(leaver in nodes for nodes in before.values())
     assert moved >= held  # every replica on the leaver moves
-    assert moved / placed <= 2 / len(topology)
+    # Plain rendezvous moves exactly the leaver's replicas (about 1/N). The load bound
+    # adds collateral moves when a full node's overflow cascades, which grows as the
+    # per-node load shrinks (here ~17 replicas a node with one replica per group): the
+    # margin is wider for it. placementsim checks 2/N at the scale.
+    limit = 2 / len(topology) if load_factor is None else 2.5 / len(topology)
+    assert moved / placed <= limit
 
 
 @settings(max_examples=12, deadline=None)
