@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeAlias, cast, final
 
@@ -212,10 +213,10 @@ class _Closed(dict[int, GroupState]):
         raise ClosedError("the log store is closed")
 
 
-class StoreBase:
+class StoreBase(ABC):
     """Group caches, batch planning and reads, shared by the backends.
 
-    Backends implement `_read_entries`, `_read_term`, `_apply` and the snapshot store.
+    Backends implement the abstract hooks below (`LmdbLogStore`, `MemoryLogStore`).
     """
 
     _check_each_index: bool = True
@@ -229,24 +230,27 @@ class StoreBase:
 
     # -- backend hooks ---------------------------------------------------------------------
 
+    @abstractmethod
     def _read_entries(
         self, state: GroupState, lo: int, hi: int, max_bytes: int | None
     ) -> list[Entry]:
-        raise NotImplementedError
+        """Entries [lo, hi) of the group, bounded by `max_bytes` (at least one)."""
 
+    @abstractmethod
     def _read_term(self, state: GroupState, index: int) -> int:
-        raise NotImplementedError
+        """The term of the group's entry at `index`."""
 
+    @abstractmethod
     def _apply(self, plan: list[Step]) -> None:
         """Apply every step atomically (all or nothing), durably when configured."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _close_backend(self) -> None:
-        raise NotImplementedError
+        """Release the backend's resources (files, environment, lock)."""
 
+    @abstractmethod
     def sync(self) -> None:
         """Force every committed batch to disk (needed only with `durable=False`)."""
-        raise NotImplementedError
 
     # -- public API ------------------------------------------------------------------------
 
