@@ -80,7 +80,7 @@ async def main() -> None:
             cmd = json.loads(line)
             op = cmd["op"]
             if op == "members":
-                emit(event="members", count=len(cc._parts()[2].view().members))
+                emit(event="members", count=len(cc.members()))
             elif op == "allocate":
                 ds = await cc.allocate_data_structure(replicas=cmd["replicas"])
                 emit(event="allocated", id=str(ds))
@@ -100,9 +100,9 @@ async def main() -> None:
                     await cc.allocate_data_structure(replicas=1)
                 emit(event="idle_groups", count=cmd["count"])
             elif op == "cpu":
-                host = cc._parts()[0]
                 t = os.times()
-                emit(event="cpu", cpu_s=t.user + t.system, quiescent=host.quiescent_groups())
+                quiet = cc.counters()["quiescent_groups"]
+                emit(event="cpu", cpu_s=t.user + t.system, quiescent=quiet)
             elif op == "exit":
                 break
     emit(event="stopped")

@@ -22,9 +22,8 @@ import asyncio
 import contextlib
 import logging
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
-
-import msgpack
 
 from copycat._ids import DataStructureId
 from copycat.errors import (
@@ -36,8 +35,7 @@ from copycat.errors import (
     PeerUnreachableError,
     ProposalTimeoutError,
 )
-from copycat.host import Host, LoadSnapshot, Session, encode_ints
-from copycat.host._host import _decode_ints
+from copycat.host import Host, LoadSnapshot, Session, decode_ints, encode_ints
 from copycat.membership import (
     DirectoryEntry,
     MemberFailed,
@@ -97,6 +95,24 @@ def _directory_group_id(gid: int) -> int:
 def _split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupInfo:
+    """One raft group this node hosts a member of, as `CopyCat.groups()` reports it."""
+
+    data_structure_id: str
+    member: str
+    """"subscriber" (a subscription is attached), "learner" or "voter"."""
+    raft_role: str
+    leader_id: int
+    term: int
+    commit: int
+    applied: int
+    voters: tuple[int, ...]
+    learners: tuple[int, ...]
+    replicas_on: tuple[int, ...]
+    """Nodes the directory says host a replica (as this node knows it)."""
 
 
 class CopyCat:
@@ -226,6 +242,42 @@ class CopyCat:
         _, _, membership = self._parts()
         return membership.view().members
 
+    def groups(self) -> tuple[GroupInfo, ...]:
+        """The raft groups this node hosts a member of, sorted by group id."""
+        host, _, membership = self._parts()
+        out = []
+        for gid, group in sorted(host.groups.items()):
+            raft = group.raw.status()
+            conf = raft.conf_state
+            ds = str(DataStructureId.from_int(gid))
+            if group.feed is not None and not group.feed.closed:
+                member = "subscriber"
+            elif self.node_id in conf.learners:
+                member = "learner"
+            else:
+                member = "voter"
+            out.append(
+                GroupInfo(
+                    data_structure_id=ds,
+                    member=member,
+                    raft_role=raft.role.name.lower(),
+                    leader_id=raft.leader_id,
+                    term=raft.term,
+                    commit=raft.commit,
+                    applied=group.applied,
+                    voters=tuple(sorted(conf.voters)),
+                    learners=tuple(sorted(conf.learners)),
+                    replicas_on=tuple(sorted({r.node_id for r in membership.locate(ds)})),
+                )
+            )
+        return tuple(out)
+
+    def counters(self) -> dict[str, int]:
+        """The host's counters (cycles, entries persisted, messages, snapshots...) and
+        the number of groups currently quiescent."""
+        host, _, _ = self._parts()
+        return {**host.counters, "quiescent_groups": host.quiescent_groups()}
+
     # -- peers -----------------------------------------------------------------------------
 
     def _sync_peers(self) -> None:
@@ -339,7 +391,7 @@ class CopyCat:
         return await endpoint.request(node_id, method, body)
 
     async def _serve_create_group(self, peer: int, body: bytes) -> bytes:
-        values = _decode_ints_any(body)
+        values = decode_ints(body)
         gid, voters = values[0], list(values[1:])
         if self.node_id not in voters:
             raise CopyCatError(f"node {self.node_id} is not among the voters {voters}")
@@ -347,7 +399,7 @@ class CopyCat:
         return b""
 
     async def _serve_start_replica(self, peer: int, body: bytes) -> bytes:
-        (gid,) = _decode_ints(body, 1)
+        (gid,) = decode_ints(body, 1)
         host, _, _ = self._parts()
         host.open_member(gid)
         self._publish(upsert=[gid])
@@ -472,7 +524,7 @@ class CopyCat:
 
     async def _serve_is_member(self, peer: int, body: bytes) -> bytes:
         """b"\x01" member, b"\x00" not a member (answered by the leader only), b"" unknown."""
-        gid, node_id = _decode_ints(body, 2)
+        gid, node_id = decode_ints(body, 2)
         host, _, _ = self._parts()
         group = host.groups.get(gid)
         if group is None or not group.raw.is_leader():
@@ -553,7 +605,7 @@ class CopyCat:
         return [n for n in answers if n is not None]
 
     async def _serve_lookup(self, peer: int, body: bytes) -> bytes:
-        (gid,) = _decode_ints(body, 1)
+        (gid,) = decode_ints(body, 1)
         host, _, _ = self._parts()
         return b"\x01" if gid in host.groups else b"\x00"
 
@@ -679,14 +731,3 @@ class Subscription:
                 await node._call(leader, "copycat.remove_member", encode_ints(gid, node.node_id))
         host.drop_group(gid)
         node._publish(remove=[gid])
-
-
-def _decode_ints_any(body: bytes) -> tuple[int, ...]:
-    """A control body of any number (at least one) of 16-byte integers."""
-    try:
-        values = msgpack.unpackb(body)
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise ValueError(f"malformed request body: {exc}") from exc
-    if not isinstance(values, list) or not values:
-        raise ValueError("a request body is a non-empty list of integers")
-    return _decode_ints(body, len(values))

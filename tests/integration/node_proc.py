@@ -98,7 +98,7 @@ async def main() -> None:
             op = cmd["op"]
             try:
                 if op == "members":
-                    emit(event="members", count=len(cc._parts()[2].view().members))
+                    emit(event="members", count=len(cc.members()))
                 elif op == "allocate":
                     ds = await cc.allocate_data_structure(replicas=cmd["replicas"])
                     emit(event="allocated", id=str(ds))
@@ -118,21 +118,19 @@ async def main() -> None:
                     )
                     tasks.add(task)
                 elif op == "status":
-                    host = cc._parts()[0]
                     emit(
                         event="status",
                         groups={
-                            str(gid): {
-                                "role": g.raw.role.name,
-                                "leader": g.raw.leader_id,
-                                "voters": sorted(g.raw.conf_state().voters),
-                                "learners": sorted(g.raw.conf_state().learners),
+                            g.data_structure_id: {
+                                "role": g.raft_role.upper(),
+                                "leader": g.leader_id,
+                                "voters": list(g.voters),
+                                "learners": list(g.learners),
                                 "applied": g.applied,
-                                "last": g.raw.raft.log.last_index(),
                             }
-                            for gid, g in host.groups.items()
+                            for g in cc.groups()
                         },
-                        counters=host.counters,
+                        counters=cc.counters(),
                     )
                 elif op == "exit":
                     break

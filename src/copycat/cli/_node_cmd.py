@@ -215,14 +215,11 @@ async def _until_signalled(cc: CopyCat) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
-    _, endpoint, membership = cc._parts()
-    host, port = endpoint.address
     log.info(
-        "node %d running: transport %s:%d, gossip %s, data dir %s (stop with Ctrl-C or SIGTERM)",
+        "node %d running: transport %s, gossip %s, data dir %s (stop with Ctrl-C or SIGTERM)",
         cc.node_id,
-        host,
-        port,
-        membership.gossip_address,
+        cc.address,
+        cc.gossip_address,
         cc.config.data_dir,
     )
     await stop.wait()

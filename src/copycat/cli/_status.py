@@ -120,12 +120,7 @@ class NodeStatus:
 
 
 def collect(cc: CopyCat, *, state: str, interval_s: float) -> NodeStatus:
-    """The status of the running node `cc` now. It reads the node's internals
-    (`cc._parts()`): the API has no public status call yet."""
-    from copycat import DataStructureId
-
-    host, endpoint, membership = cc._parts()
-    view = membership.view()
+    """The status of the running node `cc` now, from its public status calls."""
     members = [
         MemberStatus(
             node_id=m.node_id,
@@ -135,34 +130,23 @@ def collect(cc: CopyCat, *, state: str, interval_s: float) -> NodeStatus:
             rack=m.rack,
             state=m.state.value,
         )
-        for m in view.members
+        for m in cc.members()
     ]
-    groups: list[GroupStatus] = []
-    for gid, group in sorted(host.groups.items()):
-        raft = group.raw.status()
-        conf = raft.conf_state
-        ds = str(DataStructureId.from_int(gid))
-        if group.feed is not None and not group.feed.closed:
-            member = "subscriber"
-        elif cc.node_id in conf.learners:
-            member = "learner"
-        else:
-            member = "voter"
-        groups.append(
-            GroupStatus(
-                data_structure_id=ds,
-                member=member,
-                raft_role=raft.role.name.lower(),
-                leader_id=raft.leader_id,
-                term=raft.term,
-                commit=raft.commit,
-                applied=group.applied,
-                voters=sorted(conf.voters),
-                learners=sorted(conf.learners),
-                replicas_on=sorted({r.node_id for r in membership.locate(ds)}),
-            )
+    groups = [
+        GroupStatus(
+            data_structure_id=g.data_structure_id,
+            member=g.member,
+            raft_role=g.raft_role,
+            leader_id=g.leader_id,
+            term=g.term,
+            commit=g.commit,
+            applied=g.applied,
+            voters=list(g.voters),
+            learners=list(g.learners),
+            replicas_on=list(g.replicas_on),
         )
-    host_name, port = endpoint.address
+        for g in cc.groups()
+    ]
     config = cc.config
     return NodeStatus(
         format=STATUS_FORMAT,
@@ -171,13 +155,13 @@ def collect(cc: CopyCat, *, state: str, interval_s: float) -> NodeStatus:
         state=state,
         written_at=time.time(),
         interval_s=interval_s,
-        transport_address=f"[{host_name}]:{port}" if ":" in host_name else f"{host_name}:{port}",
-        gossip_address=membership.gossip_address,
+        transport_address=cc.address,
+        gossip_address=cc.gossip_address,
         data_center=config.data_center,
         rack=config.rack,
         members=members,
         groups=groups,
-        counters=dict(host.counters),
+        counters=cc.counters(),
     )
 
 

@@ -134,7 +134,7 @@ def _int(cmd: Mapping[str, object], key: str, default: int) -> int:
 async def _handle(state: _State, op: str, cmd: Mapping[str, object]) -> dict[str, object]:
     cc = state.cc
     if op == "members":
-        return {"count": len(cc._parts()[2].view().members)}
+        return {"count": len(cc.members())}
     if op == "allocate":
         ds = await cc.allocate_data_structure(replicas=_int(cmd, "replicas", 3))
         return {"id": str(ds)}

@@ -10,6 +10,7 @@ from copycat.host._host import Host as Host
 from copycat.host._host import LoadSnapshot as LoadSnapshot
 from copycat.host._host import Session as Session
 from copycat.host._host import SnapshotProvider as SnapshotProvider
+from copycat.host._host import decode_ints as decode_ints
 from copycat.host._host import encode_ints as encode_ints
 
 __all__ = [
@@ -20,5 +21,6 @@ __all__ = [
     "LoadSnapshot",
     "Session",
     "SnapshotProvider",
+    "decode_ints",
     "encode_ints",
 ]

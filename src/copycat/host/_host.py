@@ -347,7 +347,6 @@ class Host:
         endpoint.set_message_handler(self._on_messages)
         endpoint.set_unreachable_handler(self._on_unreachable)
         endpoint.set_snapshot_handler(self._on_snapshot)
-        endpoint.register_request_handler("copycat.start_replica", self._serve_start_replica)
         endpoint.register_request_handler("copycat.add_member", self._serve_add_member)
         endpoint.register_request_handler("copycat.remove_member", self._serve_remove_member)
 
@@ -849,17 +848,12 @@ class Host:
         self.store.commit(batch)
 
     async def _serve_remove_member(self, peer: int, body: bytes) -> bytes:
-        gid, node_id = _decode_ints(body, 2)
+        gid, node_id = decode_ints(body, 2)
         await self.remove_member(gid, node_id)
         return b""
 
-    async def _serve_start_replica(self, peer: int, body: bytes) -> bytes:
-        (gid,) = _decode_ints(body, 1)
-        self.open_member(gid)
-        return b""
-
     async def _serve_add_member(self, peer: int, body: bytes) -> bytes:
-        gid, node_id, voter = _decode_ints(body, 3)
+        gid, node_id, voter = decode_ints(body, 3)
         await self.add_member(gid, node_id, voter=bool(voter))
         return b""
 
@@ -888,24 +882,26 @@ async def _iterate_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
         await asyncio.sleep(0)
 
 
-def _decode_ints(body: bytes, count: int) -> tuple[int, ...]:
-    """Decode a control request body: `count` unsigned integers of up to 128 bits, each
-    sent as 16 big-endian bytes (msgpack integers stop at 64 bits; group ids are
-    128-bit ULIDs)."""
+def decode_ints(body: bytes, count: int | None = None) -> tuple[int, ...]:
+    """Decode a control request body: unsigned integers of up to 128 bits, each sent as
+    16 big-endian bytes (msgpack integers stop at 64 bits; group ids are 128-bit ULIDs).
+    `count` is the exact number expected; None accepts any number but zero."""
     try:
         values = msgpack.unpackb(body)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise ValueError(f"malformed request body: {exc}") from exc
     if (
         not isinstance(values, list)
-        or len(values) != count
+        or not values
+        or (count is not None and len(values) != count)
         or any(not isinstance(v, bytes) or len(v) != 16 for v in values)
     ):
-        raise ValueError(f"a request body must be {count} 16-byte integers")
+        wanted = "some" if count is None else str(count)
+        raise ValueError(f"a request body must be {wanted} 16-byte integers")
     return tuple(int.from_bytes(v, "big") for v in values)
 
 
 def encode_ints(*values: int) -> bytes:
-    """Encode a control request body (see `_decode_ints`)."""
+    """Encode a control request body (see `decode_ints`)."""
     packed: bytes = msgpack.packb([v.to_bytes(16, "big") for v in values])
     return packed
