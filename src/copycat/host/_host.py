@@ -83,6 +83,10 @@ log = logging.getLogger("copycat.host")
 
 SNAPSHOT_FORMAT: Final = 1
 MAX_HELD_PROPOSALS: Final = 10_000
+FEED_MEMORY_ITEMS: Final = 4096
+"""Most entries of one cycle a caught-up subscriber takes straight from memory."""
+EXPIRE_EVERY_ENTRIES: Final = 1024
+"""Session expiry runs at every index that is a multiple of this (same on every member)."""
 """Proposals a group keeps while it has no leader; older ones wait for their retry."""
 SnapshotProvider = Callable[[], "bytes | Awaitable[bytes]"]
 
@@ -229,7 +233,8 @@ class Feed:
             await self.wake.wait()
 
     def _fill(self) -> bool:
-        """Read the next committed entries after `position`; True if any advanced it."""
+        """Read the next committed entries after `position` from the log; True if
+        anything changed."""
         group = self._group
         if group.restored_at > self.position:
             # The member installed a snapshot past us: reload from it.
@@ -239,20 +244,42 @@ class Feed:
         hi = group.applied
         if hi <= self.position:
             return False
-        entries = group.log.entries(self.position + 1, hi + 1, self._host.config.feed_batch_bytes)
+        self._consume(
+            group.log.entries(self.position + 1, hi + 1, self._host.config.feed_batch_bytes)
+        )
+        return True
+
+    def offer(self, entries: list[Entry]) -> None:
+        """Entries the group just applied: taken straight from memory when the
+        subscriber is caught up (they follow its position and its buffer is empty), so
+        that a subscriber keeping up never reads the log back; otherwise ignored, and
+        `_fill` reads them from the log when the subscriber gets there."""
+        if (
+            entries
+            and entries[0].index == self.position + 1
+            and not self._buffer  # the buffer must drain: snapshots are taken when empty
+            and len(entries) <= FEED_MEMORY_ITEMS
+            and self._group.restored_at <= self.position
+        ):
+            self._consume(entries)
+            self.wake.set()
+
+    def _consume(self, entries: list[Entry]) -> None:
+        group = self._group
+        table = self.table
         for entry in entries:
-            self.position = entry.index
+            index = entry.index
+            self.position = index
             self._since_snapshot += 1
+            if index % EXPIRE_EVERY_ENTRIES == 0:
+                # At fixed indexes, so that every member expires the same sessions at the
+                # same point of the log and makes the same deduplication decisions.
+                table.expire(index)
             if entry.kind != EntryKind.NORMAL:
                 continue
-            proposal = decode_proposal(entry.data, group=group.gid, index=entry.index)
-            if proposal is None:
-                continue
-            if self.table.apply(proposal, entry.index):
+            proposal = decode_proposal(entry.data, group=group.gid, index=index)
+            if proposal is not None and table.apply(proposal, index):
                 self._buffer.append(proposal.data)
-        if self._since_snapshot and self.position % 1024 == 0:
-            self.table.expire(self.position)
-        return True
 
     async def _maybe_snapshot(self) -> None:
         if self._since_snapshot < self._host.config.snapshot_every_entries:
@@ -512,6 +539,7 @@ class Host:
                 if fut is not None and not fut.done():
                     fut.set_result(None)
         if group.feed is not None:
+            group.feed.offer(entries)
             group.feed.wake.set()
 
     def _spawn(self, coro: Awaitable[None]) -> None:

@@ -187,8 +187,12 @@ class RawNode:
             or log.unstable_snapshot is not None
             or log.has_next_committed()
             or r.read_states
-            or self._soft_state() != self._prev_soft
-            or r.hard_state() != self._prev_hard
+            # Field comparisons: this runs for every group on every cycle and tick.
+            or r.lead != self._prev_soft.leader_id
+            or r.role != self._prev_soft.role
+            or r.term != self._prev_hard.term
+            or r.vote != self._prev_hard.vote
+            or log.committed != self._prev_hard.commit
         )
 
     def ready(self) -> Ready:
