@@ -132,6 +132,8 @@ class CopyCat:
         self._repair: asyncio.Task[None] | None = None
         self._missing_since: dict[int, float] = {}
         self._lonely_since: dict[int, float] = {}
+        self._scanned_generation = -1
+        self._scanned_at = 0.0
         self._subscriptions: dict[int, Subscription] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -424,7 +426,19 @@ class CopyCat:
         host, _, membership = self._parts()
         loop = asyncio.get_running_loop()
         now = loop.time()
-        live = {m.node_id for m in membership.view().members}
+        view = membership.view()
+        # Scanning every group costs with thousands of them: scan when membership
+        # changed, while something is pending, and every 30 s as a safety net.
+        if (
+            view.generation == self._scanned_generation
+            and not self._missing_since
+            and not self._lonely_since
+            and now - self._scanned_at < 30.0
+        ):
+            return
+        self._scanned_generation = view.generation
+        self._scanned_at = now
+        live = {m.node_id for m in view.members}
         for node_id in list(self._missing_since):
             if node_id in live:
                 del self._missing_since[node_id]
