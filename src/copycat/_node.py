@@ -381,7 +381,7 @@ class CopyCat:
 
     def _create_local(self, gid: int, voters: list[int]) -> None:
         host, _, _ = self._parts()
-        if gid not in host.groups:
+        if gid not in host.groups or host.is_blank(gid):
             host.create_group(gid, voters)
             host.campaign(gid)
             self._publish(upsert=[gid])
@@ -642,6 +642,8 @@ class CopyCat:
         queue = list(candidates)
         last_error: Exception | None = None
         while loop.time() < deadline:
+            if self.node_id in host.group(gid).raw.conf_state().members():
+                return  # a member already (placement made this node a voter meanwhile)
             target = queue.pop(0) if queue else candidates[0]
             try:
                 await self._call(target, _ADD_MEMBER, encode_ints(gid, self.node_id, 0))

@@ -172,3 +172,25 @@ def test_concurrent_subscribers_to_a_new_id_start_one_group(procs: ProcessCluste
     sequences = [_commits(n) for n in nodes]
     assert sequences[0] == sequences[1] == sequences[2]
     assert set(sequences[0]) == expected
+
+    # more fresh ids, subscribed by all three at once: each is one group of three voters
+    # (a late learner request never demotes a voter the creator placed)
+    fresh = [str(DataStructureId.new()) for _ in range(4)]
+    for ds in fresh:
+        for node in nodes:
+            node.send(op="subscribe", id=ds)
+    for node in nodes:
+        for _ in fresh:
+            node.wait_for("subscribed", 30)
+
+    def settled() -> bool:
+        for node in nodes:
+            node.send(op="status")
+            groups = node.wait_for("status", 10)["groups"]
+            for ds in fresh:
+                group = groups.get(ds)  # type: ignore[union-attr]
+                if group is None or sorted(group["voters"]) != [1, 2, 3] or group["learners"]:
+                    return False
+        return True
+
+    _pump(nodes, settled, 30)

@@ -428,14 +428,29 @@ class Host:
     def create_group(self, gid: int, voters: list[int]) -> None:
         """Start a new group whose first voters are `voters` (this node must be one).
         Each other voter must run `open_member(gid)` (the `start_replica` request)."""
-        if gid in self.groups:
+        existing = self.groups.get(gid)
+        if existing is not None and not self.is_blank(gid):
             raise ValueError(f"group {gid} already exists on node {self.config.node_id}")
         entries = bootstrap_entries(voters)
         batch = WriteBatch()
         batch.append(gid, entries)
         batch.set_hard_state(gid, HardState(term=1, commit=len(entries)))
         self.store.commit(batch)
-        self._open(gid)
+        if existing is None:
+            self._open(gid)
+        else:
+            # An empty member opened a moment earlier (a subscriber's join that raced the
+            # creation): it has heard from no one, so it restarts from the new log.
+            existing.raw = RawNode(self._raft_config(), _MetadataOnlyLog(existing.log))
+            self._awake.add(gid)
+            self._mark(gid)
+
+    def is_blank(self, gid: int) -> bool:
+        """True when this node's member of `gid` exists but has heard from no one yet (no
+        term, no log, no snapshot): what `open_member` leaves until a leader fills it."""
+        group = self.group(gid)
+        raft = group.raw.raft
+        return raft.term == 0 and raft.log.last_index() == 0
 
     def open_member(self, gid: int) -> None:
         """Host an empty member of group `gid`; the leader fills it once it adds this node."""
@@ -808,7 +823,9 @@ class Host:
         if not raw.is_leader():
             raise NotLeaderError(raw.leader_id or None)
         conf = raw.conf_state()
-        target = conf.voters if voter else conf.learners
+        # A learner asked for is already there as a voter: a member is a member (never
+        # demote a voter because a subscriber on its node joined late).
+        target = conf.voters if voter else conf.members()
         if node_id in target:
             return
         change: ConfChange = add_voter(node_id) if voter else add_learner(node_id)
@@ -816,8 +833,8 @@ class Host:
         deadline = loop.time() + self.config.proposal_timeout_s
         proposed = False
         for _attempt in range(1_000_000):
-            members = raw.conf_state().voters if voter else raw.conf_state().learners
-            if node_id in members:
+            conf = raw.conf_state()
+            if node_id in (conf.voters if voter else conf.members()):
                 return
             if loop.time() > deadline:
                 raise ProposalTimeoutError(f"group {gid}: adding node {node_id} did not commit")
