@@ -15,6 +15,9 @@ How to run (about a minute):
     .venv/bin/python benchmarks/cluster.py --count 20000 --concurrency 512 --idle-groups 10000
 
 The last line printed is one JSON object with the figures.
+
+Profiling: `--profile DIR` runs only the durable throughput part with every node under
+cProfile and leaves `DIR/node<N>.prof` (read with `python -m pstats`); node 2 proposes.
 """
 
 from __future__ import annotations
@@ -89,6 +92,15 @@ class Node:
                 return event
         raise RuntimeError(f"no {name} within {timeout_s} s")
 
+    def stop(self) -> None:
+        """Ask the worker to exit (profiles are written then); kill it if it does not."""
+        try:
+            self.send(op="exit")
+            self.proc.wait(timeout=15)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
@@ -128,7 +140,7 @@ def run_throughput(durable: bool, count: int, concurrency: int, samples: int) ->
             return out
         finally:
             for node in nodes:
-                node.kill()
+                node.stop()
 
 
 def run_idle(groups: int, seconds: float) -> tuple[float, int]:
@@ -156,7 +168,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--idle-groups", type=int, default=10_000)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--profile", metavar="DIR", help="profile the throughput run")
     args = parser.parse_args()
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+        os.environ["COPYCAT_BENCH_PROFILE"] = os.path.abspath(args.profile)
+        print(json.dumps(run_throughput(True, args.count, args.concurrency, 0)))
+        return
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     say(f"durable: {args.count} proposals, {args.concurrency} in flight, then latency")
     durable = run_throughput(True, args.count, args.concurrency, args.samples)

@@ -110,4 +110,19 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    profile_dir = os.environ.get("COPYCAT_BENCH_PROFILE")
+    if profile_dir:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        _exit = os._exit
+
+        def _dump_and_exit(code: int) -> None:
+            profiler.disable()
+            node = next(a for a in sys.argv if a.startswith("--node-id=")).split("=")[1]
+            profiler.dump_stats(os.path.join(profile_dir, f"node{node}.prof"))
+            _exit(code)
+
+        os._exit = _dump_and_exit  # type: ignore[assignment]
     asyncio.run(main())

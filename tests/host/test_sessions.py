@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from copycat.errors import CorruptLogError
+from copycat.host import Session
 from copycat.host._sessions import (
     Proposal,
     SessionTable,
@@ -77,3 +78,32 @@ def test_proposal_codec_round_trips_and_refuses_garbage() -> None:
     assert decode_proposal(b"", group=1, index=1) is None
     with pytest.raises(CorruptLogError):
         decode_proposal(b"\x93\x01\x02\x03", group=1, index=7)
+
+
+def test_a_wide_window_keeps_the_applied_set_bounded_and_deduplicates() -> None:
+    """A proposer with 5,000 proposals in flight: the applied set is pruned (in batches
+    that grow with the window) so it never holds much more than two windows, and every
+    retry of an applied sequence is still a duplicate."""
+    window = 5000
+    table = SessionTable(ttl_entries=1 << 30, max_sessions=10)
+    largest = 0
+    for seq in range(1, 40_001):
+        assert table.apply(_p(S1, seq, first_unacked=max(1, seq - window)), seq)
+        largest = max(largest, len(table._sessions[S1].applied))
+    assert largest <= 2 * window + 1
+    for seq in (1, 20_000, 39_000, 40_000):
+        assert not table.apply(_p(S1, seq, first_unacked=40_001 - window), 40_001)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.just("new"), st.integers(0, 60)), max_size=120))
+def test_first_unacked_is_the_lowest_sequence_in_flight(ops: list[str | int]) -> None:
+    session = Session()
+    for op in ops:
+        if op == "new":
+            session.in_flight.add(session.next_seq)
+            session.next_seq += 1
+        else:
+            session.in_flight.discard(op)
+        expected = min(session.in_flight) if session.in_flight else session.next_seq
+        assert session.first_unacked() == expected

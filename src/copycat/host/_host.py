@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import os
 from collections import deque
@@ -160,9 +162,18 @@ class Session:
     in_flight: set[int] = field(default_factory=set)
     window: asyncio.Semaphore | None = None
     """Bounds proposals in flight (set by the host on first use)."""
+    low: int = 1
+    """No sequence below this one is in flight (advanced lazily by `first_unacked`)."""
 
     def first_unacked(self) -> int:
-        return min(self.in_flight) if self.in_flight else self.next_seq
+        """The lowest sequence in flight, or the next one: amortized O(1), since
+        sequences are handed out in order and `low` only moves up."""
+        in_flight = self.in_flight
+        low = self.low
+        while low < self.next_seq and low not in in_flight:
+            low += 1
+        self.low = low
+        return low
 
 
 class Feed:
@@ -249,11 +260,14 @@ class Feed:
         )
         return True
 
-    def offer(self, entries: list[Entry]) -> None:
+    def offer(
+        self, entries: list[Entry], waiters: dict[tuple[bytes, int], asyncio.Future[None]]
+    ) -> bool:
         """Entries the group just applied: taken straight from memory when the
         subscriber is caught up (they follow its position and its buffer is empty), so
         that a subscriber keeping up never reads the log back; otherwise ignored, and
-        `_fill` reads them from the log when the subscriber gets there."""
+        `_fill` reads them from the log when the subscriber gets there. True when taken
+        (the proposals' `waiters` are then resolved here, decoding each entry once)."""
         if (
             entries
             and entries[0].index == self.position + 1
@@ -261,10 +275,15 @@ class Feed:
             and len(entries) <= FEED_MEMORY_ITEMS
             and self._group.restored_at <= self.position
         ):
-            self._consume(entries)
-            self.wake.set()
+            self._consume(entries, waiters)
+            return True
+        return False
 
-    def _consume(self, entries: list[Entry]) -> None:
+    def _consume(
+        self,
+        entries: list[Entry],
+        waiters: dict[tuple[bytes, int], asyncio.Future[None]] | None = None,
+    ) -> None:
         group = self._group
         table = self.table
         for entry in entries:
@@ -278,7 +297,13 @@ class Feed:
             if entry.kind != EntryKind.NORMAL:
                 continue
             proposal = decode_proposal(entry.data, group=group.gid, index=index)
-            if proposal is not None and table.apply(proposal, index):
+            if proposal is None:
+                continue
+            if waiters:
+                fut = waiters.pop((proposal.session, proposal.seq), None)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+            if table.apply(proposal, index):
                 self._buffer.append(proposal.data)
 
     async def _maybe_snapshot(self) -> None:
@@ -305,11 +330,31 @@ class Feed:
         self._host.take_snapshot(self._group, self.position, self.table.encode(), bytes(user))
 
 
+class _Pending:
+    """A proposal waiting to be seen committed."""
+
+    __slots__ = ("data", "deadline", "fut", "seq", "session")
+
+    def __init__(
+        self, session: Session, seq: int, data: bytes, fut: asyncio.Future[None], deadline: float
+    ) -> None:
+        self.session = session
+        self.seq = seq
+        self.data = data
+        self.fut = fut
+        self.deadline = deadline
+
+
+_retry_order = itertools.count()
+"""Tie-breaker of the retry heaps (never compare `_Pending` objects)."""
+
+
 class _Group:
     """One raft group's member on this node."""
 
     __slots__ = (
         "applied",
+        "campaign_wanted",
         "changed",
         "feed",
         "gid",
@@ -319,6 +364,9 @@ class _Group:
         "outbox",
         "raw",
         "restored_at",
+        "retries",
+        "retry_at",
+        "retry_timer",
         "waiters",
     )
 
@@ -332,10 +380,24 @@ class _Group:
         self.waiters: dict[tuple[bytes, int], asyncio.Future[None]] = {}
         self.outbox: list[bytes] = []
         """Proposals queued in this loop turn, handed to raft together by the cycle."""
+        self.retries: list[tuple[float, int, _Pending]] = []
+        """Heap of proposals by the time they are resent (or time out) unless committed:
+        one timer per group, not one per proposal."""
+        self.retry_at = 0.0
+        self.retry_timer: asyncio.TimerHandle | None = None
         self.idle_ticks = 0
+        self.campaign_wanted = False
+        """`campaign` was asked before the member knew its configuration (a new group's
+        bootstrap entries are applied by the next cycle): campaign once it does."""
         self.last_progress: tuple[int, int, int] = (0, 0, 0)
         self.changed = asyncio.Event()
         """Set whenever the group applies entries (membership waits on it)."""
+
+    def stop_retries(self) -> None:
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
+            self.retry_timer = None
+        self.retries.clear()
 
     def progress(self) -> tuple[int, int, int]:
         """What changes when the group does work (heartbeats alone do not change it)."""
@@ -401,6 +463,7 @@ class Host:
             if group.feed is not None:
                 group.feed.closed = True
                 group.feed.wake.set()
+            group.stop_retries()
             for fut in group.waiters.values():
                 if not fut.done():
                     fut.set_exception(ClosedError("the node is shutting down"))
@@ -467,8 +530,15 @@ class Host:
         return self.group(gid).raw.leader_id
 
     def campaign(self, gid: int) -> None:
+        """Start an election for `gid` here now, or as soon as this member has applied
+        its configuration (right after `create_group`), instead of waiting for an
+        election timeout."""
         self.wake(gid)
-        self.group(gid).raw.campaign()
+        group = self.group(gid)
+        if group.raw.raft.promotable():
+            group.raw.campaign()
+        else:
+            group.campaign_wanted = True
         self._mark(gid)
 
     # -- the cycle ----------------------------------------------------------------------
@@ -528,6 +598,9 @@ class Host:
             if rd.committed_entries:
                 self._applied(group, rd.committed_entries)
             group.raw.advance(rd)
+            if group.campaign_wanted and group.raw.raft.promotable():
+                group.campaign_wanted = False
+                group.raw.campaign()
             if group.raw.has_ready() or (
                 group.outbox and rd.soft_state is not None and rd.soft_state.leader_id
             ):
@@ -539,6 +612,10 @@ class Host:
     def _applied(self, group: _Group, entries: list[Entry]) -> None:
         group.applied = entries[-1].index
         group.changed.set()
+        feed = group.feed
+        if feed is not None and feed.offer(entries, group.waiters):
+            feed.wake.set()
+            return  # the feed decoded them and resolved the waiters on the way
         if group.waiters:
             for entry in entries:
                 if entry.kind != EntryKind.NORMAL or not entry.data:
@@ -553,9 +630,8 @@ class Host:
                 fut = group.waiters.pop((proposal.session, proposal.seq), None)
                 if fut is not None and not fut.done():
                     fut.set_result(None)
-        if group.feed is not None:
-            group.feed.offer(entries)
-            group.feed.wake.set()
+        if feed is not None:
+            feed.wake.set()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -767,51 +843,78 @@ class Host:
     async def _propose_in_window(
         self, gid: int, group: _Group, session: Session, data: bytes
     ) -> None:
-        cfg = self.config
         seq = session.next_seq
         session.next_seq += 1
         session.in_flight.add(seq)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + cfg.proposal_timeout_s
+        now = loop.time()
         fut: asyncio.Future[None] = loop.create_future()
         key = (session.id, seq)
         group.waiters[key] = fut
-        timer: asyncio.TimerHandle | None = None
-
-        def send() -> None:
-            # Queue the proposal for the next cycle (proposals of one loop turn go to
-            # raft together), and again every `proposal_retry_s` until it is seen
-            # committed: the same (session, seq), so duplicates are filtered at apply.
-            nonlocal timer
-            if fut.done():
-                return
-            now = loop.time()
-            if now >= deadline:
-                fut.set_exception(
-                    ProposalTimeoutError(
-                        f"group {gid}: proposal {seq} not seen committed within "
-                        f"{cfg.proposal_timeout_s} s; it may still commit (at most once)"
-                    )
-                )
-                return
-            payload = encode_proposal(
-                Proposal(
-                    session=session.id, seq=seq, first_unacked=session.first_unacked(), data=data
-                )
-            )
-            group.outbox.append(payload)
-            self.wake(gid)
-            self._mark(gid)
-            timer = loop.call_later(min(cfg.proposal_retry_s, deadline - now), send)
-
-        send()
+        pending = _Pending(session, seq, data, fut, now + self.config.proposal_timeout_s)
+        self._queue_proposal(group, pending)
+        self._schedule_retry(group, pending, now)
         try:
             await fut
         finally:
-            if timer is not None:
-                timer.cancel()
             group.waiters.pop(key, None)
             session.in_flight.discard(seq)
+
+    def _queue_proposal(self, group: _Group, p: _Pending) -> None:
+        """Queue the proposal for the next cycle (the proposals of one loop turn go to
+        raft together)."""
+        session = p.session
+        group.outbox.append(
+            encode_proposal(
+                Proposal(
+                    session=session.id,
+                    seq=p.seq,
+                    first_unacked=session.first_unacked(),
+                    data=p.data,
+                )
+            )
+        )
+        self.wake(group.gid)
+        self._mark(group.gid)
+
+    def _schedule_retry(self, group: _Group, p: _Pending, now: float) -> None:
+        due = min(now + self.config.proposal_retry_s, p.deadline)
+        heapq.heappush(group.retries, (due, next(_retry_order), p))
+        if group.retry_timer is None or due < group.retry_at:
+            if group.retry_timer is not None:
+                group.retry_timer.cancel()
+            group.retry_at = due
+            group.retry_timer = asyncio.get_running_loop().call_at(due, self._retry, group)
+
+    def _retry(self, group: _Group) -> None:
+        """Resend every proposal of `group` not seen committed after `proposal_retry_s`:
+        the same (session, seq), so duplicates are filtered at apply; fail those past
+        `proposal_timeout_s`."""
+        group.retry_timer = None
+        if self.groups.get(group.gid) is not group:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        heap = group.retries
+        due_now = []
+        while heap and heap[0][0] <= now:
+            due_now.append(heapq.heappop(heap)[2])
+        for p in due_now:
+            if p.fut.done():
+                continue
+            if now >= p.deadline:
+                p.fut.set_exception(
+                    ProposalTimeoutError(
+                        f"group {group.gid}: proposal {p.seq} not seen committed within "
+                        f"{self.config.proposal_timeout_s} s; it may still commit (at most once)"
+                    )
+                )
+                continue
+            self._queue_proposal(group, p)
+            self._schedule_retry(group, p, now)
+        if heap and group.retry_timer is None:
+            group.retry_at = heap[0][0]
+            group.retry_timer = loop.call_at(group.retry_at, self._retry, group)
 
     # -- membership of a group ----------------------------------------------------------------
 
@@ -885,6 +988,7 @@ class Host:
         if group.feed is not None:
             group.feed.closed = True
             group.feed.wake.set()
+        group.stop_retries()
         for fut in group.waiters.values():
             if not fut.done():
                 fut.set_exception(ClosedError(f"group {gid} left this node"))

@@ -78,6 +78,9 @@ class SessionState:
     """Applied sequences at or above `low`."""
     last_index: int = 0
     """Log index of the session's latest proposal (for expiry and eviction)."""
+    prune_at: int = PRUNE_AT
+    """Size of `applied` that triggers the next pruning (doubles with the proposer's
+    window, so pruning stays amortized O(1) per proposal however many are in flight)."""
 
 
 class SessionTable:
@@ -110,10 +113,11 @@ class SessionTable:
         state.last_index = index
         if p.first_unacked > state.low:
             state.low = p.first_unacked
-            if len(state.applied) > PRUNE_AT:
+            if len(state.applied) > state.prune_at:
                 # Sequences below `low` are duplicates by the rule above whether or not
                 # the set holds them: prune in batches, not on every proposal.
                 state.applied = {s for s in state.applied if s >= state.low}
+                state.prune_at = max(PRUNE_AT, 2 * len(state.applied))
         if p.seq < state.low or p.seq in state.applied:
             return False
         state.applied.add(p.seq)
@@ -138,7 +142,7 @@ class SessionTable:
 
     def encode(self) -> bytes:
         rows = [
-            [session, st.low, sorted(st.applied), st.last_index]
+            [session, st.low, sorted(s for s in st.applied if s >= st.low), st.last_index]
             for session, st in self._sessions.items()
         ]
         packed: bytes = msgpack.packb([TABLE_FORMAT, rows])
