@@ -1,8 +1,10 @@
 # Data structure ids: `DataStructureId` and `new_data_structure_id()`.
 #
 # What lives here: the immutable id value type, built on python-ulid (a maintained,
-# typed ULID implementation: monotonic within a millisecond, thread-safe generation),
-# its string and integer forms, and the parse errors (`InvalidIdError`).
+# typed ULID implementation for parsing and formatting),
+# its string and integer forms, and the parse errors (`InvalidIdError`). Generation is
+# ours (`_Generator`, a few lines): python-ulid samples the clock outside its lock, so
+# ids made by concurrent threads can go backwards; one process's ids must not.
 #
 # What must not: I/O, node state, or any knowledge of how the host stores groups beyond
 # "the group id is the id's 128-bit integer".
@@ -11,6 +13,9 @@ through their 26-character string form and map one to one onto raft group ids.""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from typing import TYPE_CHECKING, Final, final
 
 from ulid import ULID
@@ -27,6 +32,30 @@ ID_TEXT_LENGTH: Final = 26
 
 MAX_GROUP_ID: Final = (1 << 128) - 1
 """The largest integer form of an id: ids are unsigned 128-bit integers."""
+
+_RANDOM_BITS: Final = 80
+
+
+class _Generator:
+    """Strictly increasing ULIDs for this process: the clock is read under the lock, and
+    a fresh id that would not sort after the previous one (same millisecond, or a clock
+    that stepped back) is the previous one plus one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0
+
+    def next(self) -> ULID:
+        with self._lock:
+            now = time.time_ns() // 1_000_000
+            value = (now << _RANDOM_BITS) | int.from_bytes(os.urandom(10), "big")
+            if value <= self._last:
+                value = self._last + 1
+            self._last = value
+        return ULID.from_int(value)
+
+
+_generator: Final = _Generator()
 
 
 @final
@@ -56,8 +85,8 @@ class DataStructureId:
     @classmethod
     def new(cls) -> DataStructureId:
         """A fresh id, stamped with the current time. Thread-safe; ids made by one process
-        are strictly increasing (python-ulid's monotonic generator)."""
-        return cls(ULID())
+        are strictly increasing, from any number of threads."""
+        return cls(_generator.next())
 
     @classmethod
     def parse(cls, text: str | DataStructureId) -> DataStructureId:

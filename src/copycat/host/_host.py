@@ -78,6 +78,7 @@ from copycat.storage import WriteBatch
 
 if TYPE_CHECKING:
     from copycat.host._config import HostConfig
+    from copycat.raft import Ready
     from copycat.storage import GroupLog, LogStore
     from copycat.transport import Endpoint, Envelope
 
@@ -419,6 +420,9 @@ class Host:
         """The membership layer's opinion of a node (set by the node); followers only
         quiesce under a leader that is alive."""
         self._failed_nodes: set[int] = set()
+        self._lazy_hard: dict[int, HardState] = {}
+        """Commit indexes not yet written (`Ready.commit_only`): they go with the next
+        write, or with the tick's if none comes first."""
         self._dirty: set[int] = set()
         self._cycle_scheduled = False
         self._tick_task: asyncio.Task[None] | None = None
@@ -427,6 +431,7 @@ class Host:
         self.counters: dict[str, int] = {
             "cycles": 0,
             "entries_persisted": 0,
+            "commit_writes_deferred": 0,
             "messages_sent": 0,
             "unknown_group_messages": 0,
             "snapshots_sent": 0,
@@ -467,6 +472,11 @@ class Host:
             for fut in group.waiters.values():
                 if not fut.done():
                     fut.set_exception(ClosedError("the node is shutting down"))
+        if self._lazy_hard:
+            try:
+                self._commit(WriteBatch())
+            except CopyCatError as exc:  # not needed for safety: a restart relearns it
+                log.warning("could not write the latest commit indexes at close: %s", exc)
 
     # -- groups -----------------------------------------------------------------------------
 
@@ -570,7 +580,18 @@ class Host:
         if not readies:
             return
         self.counters["cycles"] += 1
+        # A leader's appends leave before its own write and travel while it fsyncs
+        # (thesis §10.2.1); nothing received is stepped before the write below is done,
+        # since it runs in this same callback.
+        early = False
+        for group, rd in readies:
+            if rd.send_before_persist and rd.messages:
+                self._send(group, rd)
+                early = True
+        if early:
+            self.endpoint.flush()
         batch = WriteBatch()
+        lazy = self._lazy_hard
         for group, rd in readies:
             if rd.snapshot is not None:
                 batch.install_snapshot(group.gid, rd.snapshot.metadata)
@@ -578,20 +599,17 @@ class Host:
                 batch.append(group.gid, rd.entries)
                 self.counters["entries_persisted"] += len(rd.entries)
             if rd.hard_state is not None:
-                batch.set_hard_state(group.gid, rd.hard_state)
+                if rd.commit_only:
+                    lazy[group.gid] = rd.hard_state  # written with the next batch
+                    self.counters["commit_writes_deferred"] += 1
+                else:
+                    lazy.pop(group.gid, None)
+                    batch.set_hard_state(group.gid, rd.hard_state)
         if batch:
-            self.store.commit(batch)  # one transaction, one fsync, every group
-        endpoint = self.endpoint
+            self._commit(batch)  # one transaction, one fsync, every group
         for group, rd in readies:
-            for m in rd.messages:
-                if isinstance(m, InstallSnapshot):
-                    self._spawn(self._ship_snapshot(group.gid, m))
-                    continue
-                try:
-                    endpoint.send(group.gid, m)
-                    self.counters["messages_sent"] += 1
-                except (TransportError, ValueError) as exc:
-                    log.warning("group %d: cannot send %s: %s", group.gid, type(m).__name__, exc)
+            if not rd.send_before_persist:
+                self._send(group, rd)
             if rd.snapshot is not None:
                 group.applied = rd.snapshot.metadata.index
                 group.restored_at = rd.snapshot.metadata.index
@@ -608,6 +626,29 @@ class Host:
         if self._dirty and not self._cycle_scheduled:
             self._cycle_scheduled = True
             asyncio.get_running_loop().call_soon(self._run_cycle)
+
+    def _send(self, group: _Group, rd: Ready) -> None:
+        endpoint = self.endpoint
+        for m in rd.messages:
+            if isinstance(m, InstallSnapshot):
+                self._spawn(self._ship_snapshot(group.gid, m))
+                continue
+            try:
+                endpoint.send(group.gid, m)
+                self.counters["messages_sent"] += 1
+            except (TransportError, ValueError) as exc:
+                log.warning("group %d: cannot send %s: %s", group.gid, type(m).__name__, exc)
+
+    def _commit(self, batch: WriteBatch) -> None:
+        """Write `batch` (durably), with every commit index whose write was deferred
+        (`Ready.commit_only`): so the stored commit of a group never trails a
+        compaction or snapshot written for it."""
+        lazy = self._lazy_hard
+        if lazy:
+            for gid, hard_state in lazy.items():
+                batch.set_hard_state(gid, hard_state)
+            lazy.clear()
+        self.store.commit(batch)
 
     def _applied(self, group: _Group, entries: list[Entry]) -> None:
         group.applied = entries[-1].index
@@ -646,6 +687,8 @@ class Host:
 
     def tick(self) -> None:
         """One tick for every group that is not quiescent."""
+        if self._lazy_hard and not self._closed:
+            self._commit(WriteBatch())  # deferred commit indexes, at most a tick late
         quiesce_after = self.config.quiesce_after_ticks
         settled = []
         for gid in self._awake:
@@ -800,7 +843,7 @@ class Host:
         batch = WriteBatch()
         batch.record_snapshot(group.gid, meta)
         batch.compact(group.gid, max(0, index - self.config.snapshot_keep_entries))
-        self.store.commit(batch)
+        self._commit(batch)
         self.store.snapshots.prune(group.gid, protect=meta)
         self.counters["snapshots_taken"] += 1
         conf = group.raw.conf_state()
@@ -823,7 +866,7 @@ class Host:
         batch = WriteBatch()
         batch.record_snapshot(group.gid, meta)
         batch.compact(group.gid, max(0, meta.index - self.config.snapshot_keep_entries))
-        self.store.commit(batch)
+        self._commit(batch)
         self.store.snapshots.prune(group.gid, protect=meta)
 
     # -- proposals ----------------------------------------------------------------------------
@@ -992,9 +1035,10 @@ class Host:
         for fut in group.waiters.values():
             if not fut.done():
                 fut.set_exception(ClosedError(f"group {gid} left this node"))
+        self._lazy_hard.pop(gid, None)
         batch = WriteBatch()
         batch.delete_group(gid)
-        self.store.commit(batch)
+        self._commit(batch)
 
     async def _serve_remove_member(self, peer: int, body: bytes) -> bytes:
         gid, node_id = decode_ints(body, 2)

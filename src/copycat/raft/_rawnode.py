@@ -8,7 +8,10 @@ The contract a host follows, for every group it drives:
 2. When `has_ready()`, take `rd = ready()`, then, in this order:
    a. persist `rd.snapshot` (if any), `rd.entries` (replacing any conflicting suffix)
       and `rd.hard_state` (if any) -- durably, before anything else;
-   b. send `rd.messages` (every one may depend on what step a persisted);
+   b. send `rd.messages` (every one may depend on what step a persisted) -- except
+      that when `rd.send_before_persist` is true (a leader whose term and vote are
+      already persisted) they may leave before step a, provided step a is finished
+      before any message received afterwards is stepped;
    c. apply `rd.committed_entries` to the state machine in order (a conf change entry
       is applied by the core itself in `advance`; the host only records it), after
       installing `rd.snapshot` in the state machine if there is one;
@@ -17,6 +20,10 @@ The contract a host follows, for every group it drives:
 3. Call nothing else on the node between `ready()` and `advance(rd)`.
 4. On restart, rebuild the node from the persisted log (`LogReader`); pass the last
    applied index as `RaftConfig.applied` if the state machine kept it.
+5. When `rd.commit_only` is true, the hard state's only change is a higher commit
+   index: the host may defer writing it (raft does not need the commit index durable;
+   a restarted member learns it again), as long as it is written with or before the
+   group's next write, so that the stored commit never falls behind a compaction.
 """
 
 from __future__ import annotations
@@ -63,6 +70,13 @@ class Ready:
     committed_entries: list[Entry] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
+    send_before_persist: bool = False
+    """The messages may leave before this ready is persisted (thesis §10.2.1: a leader
+    writes its log to disk in parallel with replicating it): this node leads, its term
+    and vote are those already persisted, and there is no snapshot to install."""
+    commit_only: bool = False
+    """Nothing to persist but a higher commit index (no entries, no snapshot, term and
+    vote unchanged): the host may defer that write (contract rule 5)."""
 
     def must_sync(self) -> bool:
         """Whether the host must fsync before sending this ready's messages."""
@@ -202,14 +216,21 @@ class RawNode:
         log = r.log
         soft = self._soft_state()
         hard = r.hard_state()
+        prev = self._prev_hard
+        vote_kept = hard.term == prev.term and hard.vote == prev.vote
+        snapshot = log.unstable_snapshot
+        entries = list(log.unstable_entries)
+        changed = hard != prev
         rd = Ready(
             soft_state=soft if soft != self._prev_soft else None,
-            hard_state=hard if hard != self._prev_hard else None,
-            snapshot=log.unstable_snapshot,
-            entries=list(log.unstable_entries),
+            hard_state=hard if changed else None,
+            snapshot=snapshot,
+            entries=entries,
             committed_entries=log.next_committed(),
             messages=r.msgs,
             read_states=r.read_states,
+            send_before_persist=vote_kept and snapshot is None and r.role == Role.LEADER,
+            commit_only=changed and vote_kept and snapshot is None and not entries,
         )
         r.msgs = []
         r.read_states = []

@@ -1251,6 +1251,13 @@ class Endpoint:
             peer.flush_scheduled = True
             self.loop.call_soon(self._flush, peer)
 
+    def flush(self) -> None:
+        """Write what is queued for every peer now instead of at the end of this
+        event-loop turn (for a caller about to block the loop, e.g. on an fsync)."""
+        for peer in self.peers.values():
+            if peer.flush_scheduled:
+                self._flush(peer)
+
     def schedule_flush(self, peer: _Peer) -> None:
         if not peer.flush_scheduled and len(peer.parts) > 1:
             peer.flush_scheduled = True
