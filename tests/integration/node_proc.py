@@ -1,11 +1,11 @@
 """A CopyCat node in its own process, driven by JSON lines on stdin, reporting JSON
 lines on stdout. Used by the multi-process integration tests; not a public tool.
 
-Commands: {"op": "members"}, {"op": "allocate", "replicas": n},
+Commands: {"op": "members"}, {"op": "allocate", "replicas": n} (n optional),
 {"op": "subscribe", "id": ds}, {"op": "propose", "prefix": p, "count": n,
-"concurrency": c}, {"op": "exit"}.
+"concurrency": c}, {"op": "status"}, {"op": "exit"}.
 Events: ready, members, allocated, subscribed, commit (data), load_snapshot, acked,
-propose_failed, error.
+propose_failed, status, error.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ async def main() -> None:
                 if op == "members":
                     emit(event="members", count=len(cc.members()))
                 elif op == "allocate":
-                    ds = await cc.allocate_data_structure(replicas=cmd["replicas"])
+                    ds = await cc.allocate_data_structure(replicas=cmd.get("replicas"))
                     emit(event="allocated", id=str(ds))
                 elif op == "subscribe":
                     state: list[str] = []
