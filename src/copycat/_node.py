@@ -71,7 +71,13 @@ _START_REPLICA: Final = "copycat.start_replica"
 _ADD_MEMBER: Final = "copycat.add_member"
 _LOOKUP: Final = "copycat.lookup_group"
 _IS_MEMBER: Final = "copycat.is_member"
+_HAND_OVER: Final = "copycat.hand_over"
 
+DEFAULT_LEAVE_TIMEOUT_S: Final = 120.0
+"""How long `CopyCat.leave()` hands replicas over, when not told, before it gives up on
+the groups left and shuts down anyway."""
+LEAVE_CONCURRENCY: Final = 8
+"""Groups `leave()` hands over at once."""
 _RULE_FORMAT: Final = 1
 
 
@@ -228,6 +234,7 @@ class CopyCat:
         endpoint.register_request_handler(_START_REPLICA, self._serve_start_replica)
         endpoint.register_request_handler(_LOOKUP, self._serve_lookup)
         endpoint.register_request_handler(_IS_MEMBER, self._serve_is_member)
+        endpoint.register_request_handler(_HAND_OVER, self._serve_hand_over)
         membership = Membership(
             cfg.membership_config(self.node_id, transport_port=endpoint.address[1])
         )
@@ -591,10 +598,11 @@ class CopyCat:
 
     async def _replace_voter(
         self, gid: int, victim: int, *, exclude: Sequence[int], remove: bool = True
-    ) -> None:
+    ) -> bool:
         """On the leader: bring in a replacement for voter `victim` (placement keeps the
         other voters and avoids `exclude` and the victim), then remove the victim. With
-        `remove=False` only the replacement is added (a lone leader leaving)."""
+        `remove=False` only the replacement is added (a lone leader leaving). Returns
+        whether a replacement was found (the victim is removed all the same)."""
         host, _, _ = self._parts()
         conf = host.group(gid).raw.conf_state()
         ds = DataStructureId.from_int(gid)
@@ -623,6 +631,7 @@ class CopyCat:
             # survivors keeps quorum better than one that counts an absent node.
             await host.remove_member(gid, victim)
             log.info("group %s: removed node %d", ds, victim)
+        return bool(newcomers)
 
     async def _top_up(self, gid: int) -> None:
         """On the leader: one more voter when the group has fewer than its rule asks and
@@ -716,6 +725,186 @@ class CopyCat:
         if group is None or not group.raw.is_leader():
             return b""
         return b"\x01" if node_id in group.raw.conf_state().members() else b"\x00"
+
+    # -- graceful leave --------------------------------------------------------------------
+
+    async def leave(self, timeout_s: float | None = None) -> None:
+        """Hand every replica this node holds over to other nodes, then shut down.
+
+        For each group where this node is a voter, a replacement chosen by placement
+        (keeping the other voters) joins as a learner, is promoted once caught up, and
+        then this node is removed. The change is driven by the group's leader: when that
+        is this node, it first hands leadership to another voter (a lone voter first
+        adds its replacement). Learner members (subscribers) are removed from their
+        groups. Up to `LEAVE_CONCURRENCY` groups are handed over at once, and progress
+        is logged. After `timeout_s` (default `DEFAULT_LEAVE_TIMEOUT_S`) the groups not
+        handed over are logged by id, kept on disk, and the node shuts down anyway; the
+        repair of the other nodes replaces it there after `repair_grace_s`. Groups
+        handed over are deleted here. Subscriptions are closed."""
+        host, _, _ = self._parts()
+        if self._leaving:
+            raise CopyCatError("this node is already leaving")
+        self._leaving = True  # from now on, start_replica requests are refused
+        limit_s = DEFAULT_LEAVE_TIMEOUT_S if timeout_s is None else timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_s
+        if self._repair is not None:
+            self._repair.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._repair
+            self._repair = None
+        total = len(host.groups)
+        log.info("leaving: handing %d groups over (within %.0f s)", total, limit_s)
+        failed: list[int] = []
+        progress = loop.create_task(self._log_leave_progress(total))
+        try:
+            semaphore = asyncio.Semaphore(LEAVE_CONCURRENCY)
+
+            async def one(gid: int) -> None:
+                async with semaphore:
+                    if not await self._hand_over(gid, deadline):
+                        failed.append(gid)
+
+            # A second round takes the groups that arrived meanwhile (a start_replica
+            # accepted just before leaving began).
+            for _round in range(2):
+                await asyncio.gather(*(one(gid) for gid in sorted(host.groups)))
+                if not host.groups or failed or loop.time() >= deadline:
+                    break
+        finally:
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
+        if failed:
+            log.warning(
+                "leaving: %d groups could not be handed over in time and stay on this "
+                "node's disk (the other nodes repair them after repair_grace_s): %s",
+                len(failed),
+                ", ".join(str(DataStructureId.from_int(g)) for g in sorted(failed)),
+            )
+        else:
+            log.info("leaving: every group handed over")
+        await self.shutdown()
+
+    async def _log_leave_progress(self, total: int) -> None:
+        host = self._host
+        while host is not None:
+            await asyncio.sleep(5.0)
+            log.info("leaving: %d of %d groups handed over", total - len(host.groups), total)
+
+    async def _hand_over(self, gid: int, deadline: float) -> bool:
+        """Get this node out of group `gid`, replaced, by `deadline`; True when done."""
+        host, _, membership = self._parts()
+        loop = asyncio.get_running_loop()
+        ds = DataStructureId.from_int(gid)
+        pause = self.config.tick_interval_s * 5
+        blank_until = loop.time() + 2 * self.config.election_ticks * self.config.tick_interval_s
+        last_error: Exception | None = None
+        while loop.time() < deadline:
+            group = host.groups.get(gid)
+            if group is None:
+                return True
+            raw = group.raw
+            conf = raw.conf_state()
+            me = self.node_id
+            try:
+                if me not in conf.members():
+                    if host.is_blank(gid) and loop.time() < blank_until:
+                        # An empty member: a leader may be adding it right now (a
+                        # start_replica accepted before the leave); give it a moment.
+                        await asyncio.sleep(pause)
+                        continue
+                    # Removed already (a retry after a lost answer), or never filled.
+                    self._drop_handed_over(gid)
+                    return True
+                if raw.is_leader():
+                    live = {m.node_id for m in membership.view().members}
+                    others = [v for v in conf.voters if v != me and v in live]
+                    if conf.is_joint() or gid in self._changing:
+                        await asyncio.sleep(pause)
+                        continue
+                    if not others:
+                        # A lone voter: its replacement joins first, then leads.
+                        self._changing.add(gid)
+                        try:
+                            await self._replace_voter(gid, me, exclude=(me,), remove=False)
+                        finally:
+                            self._changing.discard(gid)
+                        continue
+                    progress = raw.status().progress
+                    to = max(others, key=lambda v: (progress[v].match if v in progress else 0, -v))
+                    log.info("leaving: group %s: handing leadership to node %d", ds, to)
+                    await host.transfer_leader(gid, to)
+                    continue
+                leader = raw.leader_id
+                if not leader:
+                    await asyncio.sleep(pause)
+                    continue
+                reply = await self._call(
+                    leader,
+                    _HAND_OVER,
+                    encode_ints(gid, me),
+                    timeout_s=max(1.0, deadline - loop.time()),
+                )
+                self._drop_handed_over(gid)
+                if reply == b"\x00":
+                    log.warning(
+                        "leaving: group %s: no node could take this replica; the group "
+                        "goes on with one voter less (topped up when a node joins)",
+                        ds,
+                    )
+                else:
+                    log.info("leaving: group %s handed over", ds)
+                return True
+            except asyncio.CancelledError:
+                raise
+            except (CopyCatError, ValueError, OSError) as exc:
+                last_error = exc
+                log.debug("leaving: group %s: %s; trying again", ds, exc)
+                await asyncio.sleep(pause)
+        log.warning("leaving: group %s not handed over: %s", ds, last_error)
+        return False
+
+    def _drop_handed_over(self, gid: int) -> None:
+        host, _, _ = self._parts()
+        sub = self._subscriptions.get(gid)
+        if sub is not None:
+            sub._detach()
+        host.drop_group(gid)
+        self._publish(remove=[gid])
+
+    async def _serve_hand_over(self, peer: int, body: bytes) -> bytes:
+        """On the leader of a group: node `leaving` goes. A voter is replaced first (as
+        repair does, without waiting for any grace), a learner is just removed. Answers
+        b"" when done, b"\x00" when done but no node could take the voter's place."""
+        gid, leaving = decode_ints(body, 2)
+        host, _, membership = self._parts()
+        raw = host.group(gid).raw
+        if not raw.is_leader():
+            raise NotLeaderError(raw.leader_id or None)
+        if leaving == self.node_id:
+            raise CopyCatError("the leader does not hand itself over: transfer leadership first")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.proposal_timeout_s
+        while gid in self._changing:
+            if loop.time() > deadline:
+                raise ProposalTimeoutError(f"group {gid}: another membership change is under way")
+            await asyncio.sleep(self.config.tick_interval_s * 5)
+        self._changing.add(gid)
+        try:
+            conf = raw.conf_state()
+            if leaving not in conf.members():
+                return b""
+            if leaving not in conf.voters:
+                await host.remove_member(gid, leaving)
+                return b""
+            live = {m.node_id for m in membership.view().members}
+            dead = [v for v in conf.voters if v not in live]
+            log.info("group %s: node %d leaves", DataStructureId.from_int(gid), leaving)
+            replaced = await self._replace_voter(gid, leaving, exclude=dead)
+        finally:
+            self._changing.discard(gid)
+        return b"" if replaced else b"\x00"
 
     # -- subscriptions ---------------------------------------------------------------------
 
