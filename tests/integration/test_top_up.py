@@ -31,6 +31,10 @@ def procs(tmp_path: Path) -> Iterator[ProcessCluster]:
 def test_groups_of_a_small_cluster_are_topped_up_as_nodes_join(procs: ProcessCluster) -> None:
     # init: one node alone; an allocated group and a group a subscriber started
     n1 = procs.add(1)
+    n1.send(op="allocate", replicas=3)  # an explicit count the cluster cannot give
+    refused = n1.next_event(20)
+    assert refused is not None
+    assert (refused["event"], refused["error"]) == ("error", "NotEnoughNodesError")
     n1.send(op="allocate")
     allocated = str(n1.wait_for("allocated")["id"])
     started = str(DataStructureId.new())
