@@ -14,6 +14,10 @@ Choices worth knowing:
 * Subscribing to an id no live node hosts starts a new group for it, placed like
   `allocate_data_structure` with as many replicas as the cluster can give (at most the
   configured default), as the original did.
+* Every group has a replica rule (replicas, data center replicas), fixed when it is
+  created and kept by each voter in the group's metadata record; the creator passes it
+  in its `create_group` and `start_replica` requests, and a node that adds a replica
+  passes it on. The leader's repair scan tops a group up to its rule as nodes join.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import logging
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
+
+import msgpack
 
 from copycat._ids import DataStructureId
 from copycat.errors import (
@@ -65,6 +71,52 @@ _START_REPLICA: Final = "copycat.start_replica"
 _ADD_MEMBER: Final = "copycat.add_member"
 _LOOKUP: Final = "copycat.lookup_group"
 _IS_MEMBER: Final = "copycat.is_member"
+_HAND_OVER: Final = "copycat.hand_over"
+
+DEFAULT_LEAVE_TIMEOUT_S: Final = 120.0
+"""How long `CopyCat.leave()` hands replicas over, when not told, before it gives up on
+the groups left and shuts down anyway."""
+LEAVE_CONCURRENCY: Final = 8
+"""Groups `leave()` hands over at once."""
+_RULE_FORMAT: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaRule:
+    """The replicas a group asks for, fixed for its life: `replicas` in total, over
+    `data_center_replicas` data centers (None: as many as the cluster has)."""
+
+    replicas: int
+    data_center_replicas: int | None = None
+
+    def encode(self) -> bytes:
+        """The group metadata record (msgpack `[format, replicas, dc replicas or 0]`)."""
+        packed: bytes = msgpack.packb([_RULE_FORMAT, self.replicas, self.data_center_replicas or 0])
+        return packed
+
+    @staticmethod
+    def decode(data: bytes | None) -> ReplicaRule | None:
+        """The rule of a metadata record; None for none, or one this code cannot read
+        (such a group is never topped up)."""
+        if not data:
+            return None
+        try:
+            fmt, replicas, dc = msgpack.unpackb(data)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return None
+        if fmt != _RULE_FORMAT or not isinstance(replicas, int) or not isinstance(dc, int):
+            return None
+        if replicas < 1 or dc < 0:
+            return None
+        return ReplicaRule(replicas, dc or None)
+
+    def ints(self) -> tuple[int, int]:
+        """The rule as a control request carries it (0: no rule; no data center count)."""
+        return self.replicas, self.data_center_replicas or 0
+
+    @staticmethod
+    def from_ints(replicas: int, dc: int) -> ReplicaRule | None:
+        return ReplicaRule(replicas, dc or None) if replicas else None
 
 
 def _load_node_id(path: Path, configured: int | None) -> int:
@@ -134,6 +186,11 @@ class CopyCat:
         self._lonely_since: dict[int, float] = {}
         self._scanned_generation = -1
         self._scanned_at = 0.0
+        self._repair_pending = False
+        """A scan changed a group that may need more (a top-up one replica at a time)."""
+        self._changing: set[int] = set()
+        """Groups whose membership this node is changing (repair, top-up, hand-over)."""
+        self._leaving = False
         self._subscriptions: dict[int, Subscription] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -177,6 +234,7 @@ class CopyCat:
         endpoint.register_request_handler(_START_REPLICA, self._serve_start_replica)
         endpoint.register_request_handler(_LOOKUP, self._serve_lookup)
         endpoint.register_request_handler(_IS_MEMBER, self._serve_is_member)
+        endpoint.register_request_handler(_HAND_OVER, self._serve_hand_over)
         membership = Membership(
             cfg.membership_config(self.node_id, transport_port=endpoint.address[1])
         )
@@ -356,65 +414,86 @@ class CopyCat:
         single node works out of the box; the repair loop tops groups up as nodes join).
         """
         topology = self._topology()
+        asked = ReplicaRule(
+            self.config.replicas if replicas is None else replicas, data_center_replicas
+        )
         if replicas is None:
             replicas = max(1, min(self.config.replicas, len(topology.node_ids)))
         ds = self.new_data_structure_id()
         rule = PlacementRule(replicas=replicas, data_center_replicas=data_center_replicas)
         nodes = place(str(ds), topology, rule)
-        await self._create_group(ds, list(nodes))
+        await self._create_group(ds, list(nodes), asked)
         return ds
 
-    async def _create_group(self, ds: DataStructureId, voters: list[int]) -> None:
+    async def _create_group(
+        self, ds: DataStructureId, voters: list[int], rule: ReplicaRule
+    ) -> None:
+        """Start group `ds` on `voters` (the first creates it) with its replica rule.
+        Control bodies: start_replica `(gid, replicas, dc replicas)`, create_group
+        `(gid, replicas, dc replicas, *voters)`; dc replicas 0 means none asked."""
         host, _, _ = self._parts()
         gid = ds.group_id
         creator, others = voters[0], voters[1:]
         for node_id in others:
             if node_id == self.node_id:
-                host.open_member(gid)
+                host.open_member(gid, meta=rule.encode())
                 self._publish(upsert=[gid])
             else:
-                await self._call(node_id, _START_REPLICA, encode_ints(gid))
+                await self._call(node_id, _START_REPLICA, encode_ints(gid, *rule.ints()))
         if creator == self.node_id:
-            self._create_local(gid, voters)
+            self._create_local(gid, voters, rule)
         else:
-            await self._call(creator, _CREATE_GROUP, encode_ints(gid, *voters))
+            await self._call(creator, _CREATE_GROUP, encode_ints(gid, *rule.ints(), *voters))
 
-    def _create_local(self, gid: int, voters: list[int]) -> None:
+    def _create_local(self, gid: int, voters: list[int], rule: ReplicaRule | None) -> None:
         host, _, _ = self._parts()
         if gid not in host.groups or host.is_blank(gid):
-            host.create_group(gid, voters)
+            host.create_group(gid, voters, meta=None if rule is None else rule.encode())
             host.campaign(gid)
             self._publish(upsert=[gid])
 
-    async def _call(self, node_id: int, method: str, body: bytes) -> bytes:
+    async def _call(
+        self, node_id: int, method: str, body: bytes, *, timeout_s: float | None = None
+    ) -> bytes:
         if node_id == self.node_id:
             raise CopyCatError("a node does not call itself")
         _, endpoint, _ = self._parts()
-        return await endpoint.request(node_id, method, body)
+        return await endpoint.request(node_id, method, body, timeout_s=timeout_s)
 
     async def _serve_create_group(self, peer: int, body: bytes) -> bytes:
         values = decode_ints(body)
-        gid, voters = values[0], list(values[1:])
+        if len(values) < 4:
+            raise ValueError("create_group takes (group, replicas, dc replicas, *voters)")
+        gid, rule, voters = values[0], ReplicaRule.from_ints(*values[1:3]), list(values[3:])
         if self.node_id not in voters:
             raise CopyCatError(f"node {self.node_id} is not among the voters {voters}")
-        self._create_local(gid, voters)
+        self._create_local(gid, voters, rule)
         return b""
 
     async def _serve_start_replica(self, peer: int, body: bytes) -> bytes:
-        (gid,) = decode_ints(body, 1)
+        gid, replicas, dc = decode_ints(body, 3)
+        if self._leaving:
+            raise CopyCatError(f"node {self.node_id} is leaving the cluster")
         host, _, _ = self._parts()
-        host.open_member(gid)
+        rule = ReplicaRule.from_ints(replicas, dc)
+        host.open_member(gid, meta=None if rule is None else rule.encode())
         self._publish(upsert=[gid])
         return b""
+
+    def _rule_of(self, gid: int) -> ReplicaRule | None:
+        host, _, _ = self._parts()
+        return ReplicaRule.decode(host.group_meta(gid))
 
     # -- repair ----------------------------------------------------------------------------
 
     async def _repair_loop(self) -> None:
         """Every second: groups this node leads replace voters that gossip has reported
         failed for `repair_grace_s` (one membership change at a time: the replacement
-        joins as a learner, is promoted once caught up, then the dead voter is removed);
-        and members this node hosts that cannot find a leader ask whether they are still
-        members, dropping their replica when they are not (a node back from the dead)."""
+        joins as a learner, is promoted once caught up, then the dead voter is removed),
+        and gain voters, one at a time, while they have fewer than their replica rule
+        asks and placement can now give more (top-up); members this node hosts that
+        cannot find a leader ask whether they are still members, dropping their replica
+        when they are not (a node back from the dead)."""
         while True:
             await asyncio.sleep(max(1.0, self.config.tick_interval_s * 10))
             try:
@@ -433,11 +512,13 @@ class CopyCat:
             view.generation == self._scanned_generation
             and not self._missing_since
             and not self._lonely_since
+            and not self._repair_pending
             and now - self._scanned_at < 30.0
         ):
             return
         self._scanned_generation = view.generation
         self._scanned_at = now
+        self._repair_pending = False
         live = {m.node_id for m in view.members}
         for node_id in list(self._missing_since):
             if node_id in live:
@@ -446,7 +527,13 @@ class CopyCat:
             raw = group.raw
             if raw.is_leader():
                 self._lonely_since.pop(gid, None)
-                await self._repair_group(gid, live, now)
+                try:
+                    await self._repair_group(gid, live, now)
+                except (CopyCatError, OSError) as exc:
+                    # One group's trouble (a newcomer refusing, a slow catch-up) must not
+                    # hold up the others: try again at the next scan.
+                    self._repair_pending = True
+                    log.warning("repair of group %s: %s", DataStructureId.from_int(gid), exc)
             elif raw.leader_id == 0:
                 since = self._lonely_since.setdefault(gid, now)
                 if now - since >= self.config.repair_grace_s:
@@ -457,45 +544,139 @@ class CopyCat:
 
     async def _repair_group(self, gid: int, live: set[int], now: float) -> None:
         host, _, _ = self._parts()
-        raw = host.groups[gid].raw
-        conf = raw.conf_state()
+        if gid in self._changing:
+            self._repair_pending = True
+            return
+        conf = host.groups[gid].raw.conf_state()
         if conf.is_joint():
             return
         dead = sorted(v for v in conf.voters if v not in live)
         for node_id in dead:
             self._missing_since.setdefault(node_id, now)
         expired = [v for v in dead if now - self._missing_since[v] >= self.config.repair_grace_s]
-        if not expired:
-            return
-        victim = expired[0]
-        survivors = [v for v in conf.voters if v != victim]
-        ds = DataStructureId.from_int(gid)
+        self._changing.add(gid)
         try:
-            target = place(
-                str(ds),
-                self._topology(),
-                PlacementRule(replicas=len(conf.voters)),
-                exclude=dead,
-                current=survivors,
+            if expired:
+                victim = expired[0]
+                log.info(
+                    "group %s: replacing failed node %d", DataStructureId.from_int(gid), victim
+                )
+                await self._replace_voter(gid, victim, exclude=dead)
+            elif not dead:
+                await self._top_up(gid)
+        finally:
+            self._changing.discard(gid)
+
+    def _place(
+        self,
+        ds: DataStructureId,
+        count: int,
+        rule: ReplicaRule | None,
+        *,
+        exclude: Sequence[int] = (),
+        current: Sequence[int] = (),
+    ) -> tuple[int, ...]:
+        """Placement of `count` replicas under the group's rule: its data center count
+        when it has one (capped at `count`), else, or when that cannot be kept, spread
+        as the view allows. Raises `NotEnoughNodesError`."""
+        topology = self._topology()
+        dc = None if rule is None else rule.data_center_replicas
+        if dc is not None:
+            try:
+                return place(
+                    str(ds),
+                    topology,
+                    PlacementRule(replicas=count, data_center_replicas=min(dc, count)),
+                    exclude=exclude,
+                    current=current,
+                )
+            except NotEnoughNodesError:
+                pass
+        return place(
+            str(ds), topology, PlacementRule(replicas=count), exclude=exclude, current=current
+        )
+
+    async def _replace_voter(
+        self, gid: int, victim: int, *, exclude: Sequence[int], remove: bool = True
+    ) -> bool:
+        """On the leader: bring in a replacement for voter `victim` (placement keeps the
+        other voters and avoids `exclude` and the victim), then remove the victim. With
+        `remove=False` only the replacement is added (a lone leader leaving). Returns
+        whether a replacement was found (the victim is removed all the same)."""
+        host, _, _ = self._parts()
+        conf = host.group(gid).raw.conf_state()
+        ds = DataStructureId.from_int(gid)
+        others = [v for v in conf.voters if v != victim]
+        rule = self._rule_of(gid)
+        try:
+            target = self._place(
+                ds,
+                max(1, len(conf.voters) if remove else len(others) + 1),
+                rule,
+                exclude=sorted({*exclude, victim}),
+                current=others,
             )
         except NotEnoughNodesError as exc:
-            log.warning("group %s: no node can replace failed node %d: %s", ds, victim, exc)
-            return
-        newcomers = [n for n in target if n not in conf.voters]
+            if not remove:
+                raise
+            log.warning("group %s: no node can replace node %d: %s", ds, victim, exc)
+            newcomers: list[int] = []
+        else:
+            newcomers = [n for n in target if n not in conf.voters]
         if newcomers:
-            node_id = newcomers[0]
-            log.info("group %s: replacing failed node %d by node %d", ds, victim, node_id)
-            if node_id in conf.learners:
-                pass  # already joined (an interactive member): promote it
-            elif node_id == self.node_id:
-                host.open_member(gid)
-            else:
-                await self._call(node_id, _START_REPLICA, encode_ints(gid))
-            await host.add_member(gid, node_id, voter=False)
-            await self._wait_caught_up(gid, node_id)
-            await host.add_member(gid, node_id, voter=True)
-        await host.remove_member(gid, victim)
-        log.info("group %s: removed failed node %d", ds, victim)
+            log.info("group %s: node %d takes the place of node %d", ds, newcomers[0], victim)
+            await self._add_voter(gid, newcomers[0], rule)
+        if remove:
+            # Without a replacement the victim goes all the same: a group of the
+            # survivors keeps quorum better than one that counts an absent node.
+            await host.remove_member(gid, victim)
+            log.info("group %s: removed node %d", ds, victim)
+        return bool(newcomers)
+
+    async def _top_up(self, gid: int) -> None:
+        """On the leader: one more voter when the group has fewer than its rule asks and
+        placement (keeping the voters) can give more now; none for a group without a
+        stored rule."""
+        host, _, _ = self._parts()
+        rule = self._rule_of(gid)
+        conf = host.group(gid).raw.conf_state()
+        have = len(conf.voters)
+        if rule is None or have >= rule.replicas:
+            return
+        ds = DataStructureId.from_int(gid)
+        for count in range(rule.replicas, have, -1):
+            try:
+                target = self._place(ds, count, rule, current=sorted(conf.voters))
+            except NotEnoughNodesError:
+                continue
+            newcomers = [n for n in target if n not in conf.voters]
+            if not newcomers:
+                return
+            log.info(
+                "group %s: topping up from %d to %d voters (asked %d): adding node %d",
+                ds,
+                have,
+                have + 1,
+                rule.replicas,
+                newcomers[0],
+            )
+            await self._add_voter(gid, newcomers[0], rule)
+            self._repair_pending = have + 1 < rule.replicas
+            return
+
+    async def _add_voter(self, gid: int, node_id: int, rule: ReplicaRule | None) -> None:
+        """On the leader: start a member of `gid` on `node_id` (passing the group's rule
+        on), add it as a learner, and promote it once it has caught up."""
+        host, _, _ = self._parts()
+        ints = (0, 0) if rule is None else rule.ints()
+        if node_id == self.node_id:
+            host.open_member(gid, meta=None if rule is None else rule.encode())
+        else:
+            # Also for an interactive learner already there: it learns the rule.
+            await self._call(node_id, _START_REPLICA, encode_ints(gid, *ints))
+        await host.add_member(gid, node_id, voter=False)
+        await self._wait_caught_up(gid, node_id)
+        await host.add_member(gid, node_id, voter=True)
 
     async def _wait_caught_up(self, gid: int, node_id: int) -> None:
         host, _, _ = self._parts()
@@ -544,6 +725,186 @@ class CopyCat:
         if group is None or not group.raw.is_leader():
             return b""
         return b"\x01" if node_id in group.raw.conf_state().members() else b"\x00"
+
+    # -- graceful leave --------------------------------------------------------------------
+
+    async def leave(self, timeout_s: float | None = None) -> None:
+        """Hand every replica this node holds over to other nodes, then shut down.
+
+        For each group where this node is a voter, a replacement chosen by placement
+        (keeping the other voters) joins as a learner, is promoted once caught up, and
+        then this node is removed. The change is driven by the group's leader: when that
+        is this node, it first hands leadership to another voter (a lone voter first
+        adds its replacement). Learner members (subscribers) are removed from their
+        groups. Up to `LEAVE_CONCURRENCY` groups are handed over at once, and progress
+        is logged. After `timeout_s` (default `DEFAULT_LEAVE_TIMEOUT_S`) the groups not
+        handed over are logged by id, kept on disk, and the node shuts down anyway; the
+        repair of the other nodes replaces it there after `repair_grace_s`. Groups
+        handed over are deleted here. Subscriptions are closed."""
+        host, _, _ = self._parts()
+        if self._leaving:
+            raise CopyCatError("this node is already leaving")
+        self._leaving = True  # from now on, start_replica requests are refused
+        limit_s = DEFAULT_LEAVE_TIMEOUT_S if timeout_s is None else timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_s
+        if self._repair is not None:
+            self._repair.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._repair
+            self._repair = None
+        total = len(host.groups)
+        log.info("leaving: handing %d groups over (within %.0f s)", total, limit_s)
+        failed: list[int] = []
+        progress = loop.create_task(self._log_leave_progress(total))
+        try:
+            semaphore = asyncio.Semaphore(LEAVE_CONCURRENCY)
+
+            async def one(gid: int) -> None:
+                async with semaphore:
+                    if not await self._hand_over(gid, deadline):
+                        failed.append(gid)
+
+            # A second round takes the groups that arrived meanwhile (a start_replica
+            # accepted just before leaving began).
+            for _round in range(2):
+                await asyncio.gather(*(one(gid) for gid in sorted(host.groups)))
+                if not host.groups or failed or loop.time() >= deadline:
+                    break
+        finally:
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
+        if failed:
+            log.warning(
+                "leaving: %d groups could not be handed over in time and stay on this "
+                "node's disk (the other nodes repair them after repair_grace_s): %s",
+                len(failed),
+                ", ".join(str(DataStructureId.from_int(g)) for g in sorted(failed)),
+            )
+        else:
+            log.info("leaving: every group handed over")
+        await self.shutdown()
+
+    async def _log_leave_progress(self, total: int) -> None:
+        host = self._host
+        while host is not None:
+            await asyncio.sleep(5.0)
+            log.info("leaving: %d of %d groups handed over", total - len(host.groups), total)
+
+    async def _hand_over(self, gid: int, deadline: float) -> bool:
+        """Get this node out of group `gid`, replaced, by `deadline`; True when done."""
+        host, _, membership = self._parts()
+        loop = asyncio.get_running_loop()
+        ds = DataStructureId.from_int(gid)
+        pause = self.config.tick_interval_s * 5
+        blank_until = loop.time() + 2 * self.config.election_ticks * self.config.tick_interval_s
+        last_error: Exception | None = None
+        while loop.time() < deadline:
+            group = host.groups.get(gid)
+            if group is None:
+                return True
+            raw = group.raw
+            conf = raw.conf_state()
+            me = self.node_id
+            try:
+                if me not in conf.members():
+                    if host.is_blank(gid) and loop.time() < blank_until:
+                        # An empty member: a leader may be adding it right now (a
+                        # start_replica accepted before the leave); give it a moment.
+                        await asyncio.sleep(pause)
+                        continue
+                    # Removed already (a retry after a lost answer), or never filled.
+                    self._drop_handed_over(gid)
+                    return True
+                if raw.is_leader():
+                    live = {m.node_id for m in membership.view().members}
+                    others = [v for v in conf.voters if v != me and v in live]
+                    if conf.is_joint() or gid in self._changing:
+                        await asyncio.sleep(pause)
+                        continue
+                    if not others:
+                        # A lone voter: its replacement joins first, then leads.
+                        self._changing.add(gid)
+                        try:
+                            await self._replace_voter(gid, me, exclude=(me,), remove=False)
+                        finally:
+                            self._changing.discard(gid)
+                        continue
+                    progress = raw.status().progress
+                    to = max(others, key=lambda v: (progress[v].match if v in progress else 0, -v))
+                    log.info("leaving: group %s: handing leadership to node %d", ds, to)
+                    await host.transfer_leader(gid, to)
+                    continue
+                leader = raw.leader_id
+                if not leader:
+                    await asyncio.sleep(pause)
+                    continue
+                reply = await self._call(
+                    leader,
+                    _HAND_OVER,
+                    encode_ints(gid, me),
+                    timeout_s=max(1.0, deadline - loop.time()),
+                )
+                self._drop_handed_over(gid)
+                if reply == b"\x00":
+                    log.warning(
+                        "leaving: group %s: no node could take this replica; the group "
+                        "goes on with one voter less (topped up when a node joins)",
+                        ds,
+                    )
+                else:
+                    log.info("leaving: group %s handed over", ds)
+                return True
+            except asyncio.CancelledError:
+                raise
+            except (CopyCatError, ValueError, OSError) as exc:
+                last_error = exc
+                log.debug("leaving: group %s: %s; trying again", ds, exc)
+                await asyncio.sleep(pause)
+        log.warning("leaving: group %s not handed over: %s", ds, last_error)
+        return False
+
+    def _drop_handed_over(self, gid: int) -> None:
+        host, _, _ = self._parts()
+        sub = self._subscriptions.get(gid)
+        if sub is not None:
+            sub._detach()
+        host.drop_group(gid)
+        self._publish(remove=[gid])
+
+    async def _serve_hand_over(self, peer: int, body: bytes) -> bytes:
+        """On the leader of a group: node `leaving` goes. A voter is replaced first (as
+        repair does, without waiting for any grace), a learner is just removed. Answers
+        b"" when done, b"\x00" when done but no node could take the voter's place."""
+        gid, leaving = decode_ints(body, 2)
+        host, _, membership = self._parts()
+        raw = host.group(gid).raw
+        if not raw.is_leader():
+            raise NotLeaderError(raw.leader_id or None)
+        if leaving == self.node_id:
+            raise CopyCatError("the leader does not hand itself over: transfer leadership first")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.proposal_timeout_s
+        while gid in self._changing:
+            if loop.time() > deadline:
+                raise ProposalTimeoutError(f"group {gid}: another membership change is under way")
+            await asyncio.sleep(self.config.tick_interval_s * 5)
+        self._changing.add(gid)
+        try:
+            conf = raw.conf_state()
+            if leaving not in conf.members():
+                return b""
+            if leaving not in conf.voters:
+                await host.remove_member(gid, leaving)
+                return b""
+            live = {m.node_id for m in membership.view().members}
+            dead = [v for v in conf.voters if v not in live]
+            log.info("group %s: node %d leaves", DataStructureId.from_int(gid), leaving)
+            replaced = await self._replace_voter(gid, leaving, exclude=dead)
+        finally:
+            self._changing.discard(gid)
+        return b"" if replaced else b"\x00"
 
     # -- subscriptions ---------------------------------------------------------------------
 
@@ -631,7 +992,7 @@ class CopyCat:
         topology = self._topology()
         want = min(self.config.replicas, len(topology.node_ids))
         nodes = list(place(str(ds), topology, PlacementRule(replicas=want)))
-        await self._create_group(ds, nodes)
+        await self._create_group(ds, nodes, ReplicaRule(self.config.replicas))
         return nodes
 
     async def _join_as_learner(self, gid: int, candidates: list[int]) -> None:

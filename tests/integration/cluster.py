@@ -16,7 +16,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 NODE_PROC = Path(__file__).with_name("node_proc.py")
 
@@ -164,3 +167,34 @@ class ProcessCluster:
     def close(self) -> None:
         for node in self.nodes.values():
             node.kill()
+
+
+def status(node: NodeProcess) -> dict[str, dict[str, object]]:
+    """The node's groups as its `status` op reports them, by data structure id."""
+    node.send(op="status")
+    return node.wait_for("status", 20)["groups"]  # type: ignore[return-value]
+
+
+def voters_seen_by_leaders(nodes: list[NodeProcess]) -> dict[str, list[int]]:
+    """Each group's voters, as the node that leads it reports them."""
+    out: dict[str, list[int]] = {}
+    for node in nodes:
+        for gid, g in status(node).items():
+            if g["role"] == "LEADER":
+                out[gid] = list(g["voters"])  # type: ignore[call-overload]
+    return out
+
+
+def proposed(node: NodeProcess, prefix: str) -> bool:
+    """Whether the node finished proposing `prefix` (reading any pending events)."""
+    node.drain()
+    return any(e.get("event") == "proposed" and e.get("prefix") == prefix for e in node.log)
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"not reached within {timeout_s} s: {what}")

@@ -1,11 +1,11 @@
 """A CopyCat node in its own process, driven by JSON lines on stdin, reporting JSON
 lines on stdout. Used by the multi-process integration tests; not a public tool.
 
-Commands: {"op": "members"}, {"op": "allocate", "replicas": n},
+Commands: {"op": "members"}, {"op": "allocate", "replicas": n} (n optional),
 {"op": "subscribe", "id": ds}, {"op": "propose", "prefix": p, "count": n,
-"concurrency": c}, {"op": "exit"}.
+"concurrency": c}, {"op": "status"}, {"op": "leave", "timeout": s}, {"op": "exit"}.
 Events: ready, members, allocated, subscribed, commit (data), load_snapshot, acked,
-propose_failed, error.
+propose_failed, status, left, error.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 
@@ -71,6 +72,11 @@ async def main() -> None:
     parser.add_argument("--snapshot-keep", type=int, default=1_000)
     parser.add_argument("--repair-grace", type=float, default=10.0)
     args = parser.parse_args()
+    # stderr goes to a file beside the data dir (see cluster.py): keep the node's story
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    logging.getLogger("copycat").setLevel(logging.INFO)
     config = Config.local(
         data_dir=args.data_dir,
         port=args.port,
@@ -100,7 +106,7 @@ async def main() -> None:
                 if op == "members":
                     emit(event="members", count=len(cc.members()))
                 elif op == "allocate":
-                    ds = await cc.allocate_data_structure(replicas=cmd["replicas"])
+                    ds = await cc.allocate_data_structure(replicas=cmd.get("replicas"))
                     emit(event="allocated", id=str(ds))
                 elif op == "subscribe":
                     state: list[str] = []
@@ -132,6 +138,10 @@ async def main() -> None:
                         },
                         counters=cc.counters(),
                     )
+                elif op == "leave":
+                    await cc.leave(cmd.get("timeout"))
+                    emit(event="left")
+                    break
                 elif op == "exit":
                     break
             except (CopyCatError, ValueError) as exc:

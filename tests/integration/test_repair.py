@@ -4,12 +4,11 @@ node returns its stale replicas are removed."""
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import pytest
 
-from .cluster import NodeProcess, ProcessCluster
+from .cluster import ProcessCluster, proposed, status, voters_seen_by_leaders, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -28,35 +27,6 @@ def procs(tmp_path: Path) -> Iterator[ProcessCluster]:
         yield cluster
     finally:
         cluster.close()
-
-
-def _status(node: NodeProcess) -> dict[str, dict[str, object]]:
-    node.send(op="status")
-    return node.wait_for("status", 20)["groups"]  # type: ignore[return-value]
-
-
-def _voters_seen_by_leaders(nodes: list[NodeProcess]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for node in nodes:
-        for gid, g in _status(node).items():
-            if g["role"] == "LEADER":
-                out[gid] = list(g["voters"])  # type: ignore[call-overload]
-    return out
-
-
-def _proposed(node: NodeProcess, prefix: str) -> bool:
-    """Whether the node finished proposing `prefix` (reading any pending events)."""
-    node.drain()
-    return any(e.get("event") == "proposed" and e.get("prefix") == prefix for e in node.log)
-
-
-def _wait(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"not reached within {timeout_s} s: {what}")
 
 
 def test_failed_node_replicas_are_rebuilt_and_removed_when_it_returns(
@@ -79,8 +49,8 @@ def test_failed_node_replicas_are_rebuilt_and_removed_when_it_returns(
     n1.send(op="propose", id=ids[0], prefix="before-", count=30, concurrency=4)
     n1.wait_for("proposed", 30)
     live = list(procs.nodes.values())
-    _wait(lambda: len(_voters_seen_by_leaders(live)) == GROUPS, 20, "a leader per group")
-    placed = _voters_seen_by_leaders(live)
+    wait_until(lambda: len(voters_seen_by_leaders(live)) == GROUPS, 20, "a leader per group")
+    placed = voters_seen_by_leaders(live)
 
     # act: kill -9 the node (other than node 1) that holds the most replicas
     counts = {n: sum(n in v for v in placed.values()) for n in (2, 3, 4, 5)}
@@ -94,13 +64,13 @@ def test_failed_node_replicas_are_rebuilt_and_removed_when_it_returns(
 
     # check: every group is back at three voters, none of them the dead node
     def repaired() -> bool:
-        now = _voters_seen_by_leaders(live)
+        now = voters_seen_by_leaders(live)
         return len(now) == GROUPS and all(len(v) == 3 and victim_id not in v for v in now.values())
 
-    _wait(repaired, 60, "every group back at 3 replicas without the dead node")
-    _wait(lambda: _proposed(n1, "during-"), 60, "the proposals made during the repair")
+    wait_until(repaired, 60, "every group back at 3 replicas without the dead node")
+    wait_until(lambda: proposed(n1, "during-"), 60, "the proposals made during the repair")
     n1.send(op="propose", id=ids[0], prefix="after-", count=10, concurrency=2)
-    _wait(lambda: _proposed(n1, "after-"), 60, "the proposals made after the repair")
+    wait_until(lambda: proposed(n1, "after-"), 60, "the proposals made after the repair")
     acked = {str(e["data"]) for e in n1.log if e.get("event") == "acked"}
     committed = [str(e["data"]) for e in n1.log if e.get("event") == "commit"]
     assert len(acked) == 70
@@ -112,5 +82,5 @@ def test_failed_node_replicas_are_rebuilt_and_removed_when_it_returns(
     victim.start()
 
     # check: its stale replicas are removed cleanly
-    _wait(lambda: _status(victim) == {}, 60, "the returning node dropped its stale replicas")
+    wait_until(lambda: status(victim) == {}, 60, "the returning node dropped its stale replicas")
     assert repaired()

@@ -19,7 +19,12 @@ import pytest
 from copycat.errors import CorruptLogError, FormatVersionError, StorageError
 from copycat.raft import ConfState, Entry, HardState, SnapshotMetadata
 from copycat.storage import LmdbLogStore, SnapshotFiles
-from copycat.storage._codec import META_FORMAT_KEY, encode_format_version
+from copycat.storage._codec import (
+    META_FORMAT_KEY,
+    STORE_FORMAT_VERSION,
+    decode_format_version,
+    encode_format_version,
+)
 from copycat.storage._snapshots import SNAPSHOT_FORMAT_VERSION, encode_header
 
 from .helpers import append, commit, make_entries, take_snapshot
@@ -128,6 +133,20 @@ def test_a_damaged_hard_state_refuses_the_group_only(tmp_path: Path) -> None:
         assert store.group(G).last_index() == 0
 
 
+def test_a_damaged_group_metadata_record_refuses_the_group_only(tmp_path: Path) -> None:
+    build_store(tmp_path)
+    with LmdbLogStore(tmp_path) as store:
+        commit(store, ("set_meta", G, b"<<GROUP-META>>"), ("set_meta", OTHER, b"fine"))
+    damage(data_file(tmp_path), b"<<GROUP-META>>", 4)
+    with LmdbLogStore(tmp_path) as store:
+        with pytest.raises(CorruptLogError) as info:
+            store.group(G).meta()
+        assert info.value.group == G
+        assert store.group(OTHER).meta() == b"fine"
+        store.delete_group(G)  # the operator's way out
+        assert store.group(G).meta() is None
+
+
 def test_a_missing_entry_is_reported(tmp_path: Path) -> None:
     build_store(tmp_path)
     env = lmdb.open(str(tmp_path / "log"), max_dbs=3)
@@ -190,7 +209,26 @@ def test_another_format_version_refuses_to_open(tmp_path: Path) -> None:
     env.close()
     with pytest.raises(FormatVersionError) as info:
         LmdbLogStore(tmp_path)
-    assert (info.value.found, info.value.expected) == (99, 1)
+    assert (info.value.found, info.value.expected) == (99, STORE_FORMAT_VERSION)
+
+
+def test_a_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
+    """Format 2 only added the group metadata record: a version 1 store reads as it is,
+    and its format record is rewritten so that version 1 code refuses it from then on."""
+    build_store(tmp_path)
+    env = lmdb.open(str(tmp_path / "log"), max_dbs=3)
+    with env.begin(write=True) as txn:
+        txn.put(META_FORMAT_KEY, encode_format_version(1), db=env.open_db(b"meta", txn=txn))
+    env.close()
+    store = LmdbLogStore(tmp_path)
+    assert store.groups()
+    store.close()
+    env = lmdb.open(str(tmp_path / "log"), max_dbs=3)
+    with env.begin() as txn:
+        raw = txn.get(META_FORMAT_KEY, db=env.open_db(b"meta", txn=txn))
+    env.close()
+    assert raw is not None
+    assert decode_format_version(raw) == STORE_FORMAT_VERSION == 2
 
 
 def test_a_damaged_format_record_refuses_to_open(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from copycat.raft import (
     SnapshotMetadata,
 )
 from copycat.storage import (
+    MAX_GROUP_META_BYTES,
     LmdbLogStore,
     LogStore,
     MemoryLogStore,
@@ -209,6 +210,43 @@ def test_hard_state_and_conf_state(handle: StoreHandle) -> None:
     store = handle.reopen()
     assert store.group(G).initial_state() == (HardState(term=4, vote=0, commit=11), conf)
     assert store.groups() == [G]
+
+
+def test_group_metadata_is_kept_replaced_and_recovered(handle: StoreHandle) -> None:
+    store = handle.store
+    assert store.group(G).meta() is None
+    commit(store, ("set_meta", G, b"rule-1"))
+    assert store.group(G).meta() == b"rule-1"
+    assert store.groups() == [G]  # a group with only metadata is a stored group
+    append(store, G, make_entries(1, 4, term=1))
+    commit(store, ("set_meta", G, b"rule-2"), ("set_meta", 9, b"other"))
+    store = handle.reopen()
+    assert store.group(G).meta() == b"rule-2"
+    assert store.group(9).meta() == b"other"
+    assert log_of(store) == make_entries(1, 4, term=1)
+
+
+def test_group_metadata_survives_snapshots_and_goes_with_the_group(handle: StoreHandle) -> None:
+    store = handle.store
+    append(store, G, make_entries(1, 6, term=1))
+    commit(store, ("set_meta", G, b"rule"))
+    take_snapshot(store, G, 4)
+    store.compact(G, 4)
+    assert store.group(G).meta() == b"rule"
+    store.delete_group(G)
+    assert store.group(G).meta() is None
+    store = handle.reopen()
+    assert store.group(G).meta() is None
+    assert store.groups() == []
+
+
+def test_group_metadata_is_bounded_bytes() -> None:
+    batch = WriteBatch()
+    with pytest.raises(ValueError, match="exceeds"):
+        batch.set_meta(G, b"x" * (MAX_GROUP_META_BYTES + 1))
+    with pytest.raises(TypeError):
+        batch.set_meta(G, "text")  # type: ignore[arg-type]
+    assert not batch
 
 
 def test_the_last_hard_state_of_a_batch_wins(store: LogStore) -> None:
@@ -480,6 +518,8 @@ def test_restart_recovers_every_kind_of_state(tmp_path: Path) -> None:
         commit(store, ("set_hard_state", gid, HardState(term=2, vote=gid % 3, commit=5 + gid)))
         if gid % 2:
             commit(store, ("set_conf_state", gid, conf))
+        if gid % 4 == 0:
+            commit(store, ("set_meta", gid, b"meta%d" % gid))
         if gid % 3 == 0:
             take_snapshot(store, gid, 5 + gid, b"snap%d" % gid)
             store.compact(gid, 3 + gid)
@@ -496,6 +536,7 @@ def test_restart_recovers_every_kind_of_state(tmp_path: Path) -> None:
             log.initial_state(),
             log.snapshot(),
             log.entries(log.first_index(), log.last_index() + 1),
+            log.meta(),
         )
     store.close()
     store = LmdbLogStore(tmp_path)
@@ -510,6 +551,7 @@ def test_restart_recovers_every_kind_of_state(tmp_path: Path) -> None:
             log.initial_state(),
             log.snapshot(),
             log.entries(log.first_index(), log.last_index() + 1),
+            log.meta(),
         ) == want
     store.close()
 

@@ -149,6 +149,7 @@ class FakeNode:
         self.behaviour = behaviour
         self.started = False
         self.shut_down = False
+        self.left_with: float | None = None
         self.subscriptions: list[FakeSubscription] = []
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -166,6 +167,10 @@ class FakeNode:
         for sub in self.subscriptions:
             await sub.close()
         self.shut_down = True
+
+    async def leave(self, timeout_s: float | None = None) -> None:
+        self.left_with = timeout_s
+        await self.shutdown()
 
     def new_data_structure_id(self) -> DataStructureId:
         return DataStructureId.new()

@@ -318,6 +318,19 @@ def test_shutdown_ends_every_subscription_and_joins_the_thread(factory: FakeFact
     subs[0].close()  # a no-op once the facade is down
 
 
+def test_leave_hands_over_then_shuts_down_and_joins_the_thread(factory: FakeFactory) -> None:
+    cc = CopyCat(Config(), node_factory=factory)
+    cc.start(timeout=SAFETY_S)
+    sub = cc.subscribe(DataStructureId.new(), no_snapshot)
+    cc.leave(timeout=7.5)
+    assert factory.nodes[0].left_with == 7.5
+    assert factory.nodes[0].shut_down
+    assert not cc.loop_thread.is_alive()
+    assert sub.closed
+    with pytest.raises(ClosedError):
+        cc.allocate_data_structure()
+
+
 # -- snapshots ------------------------------------------------------------------------------
 
 

@@ -136,6 +136,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how often the status file (read by `copycat status`) is rewritten (default 1)",
     )
     run.add_argument(
+        "--leave-on-exit",
+        action="store_true",
+        help="on SIGINT/SIGTERM, hand this node's replicas over to other nodes before "
+        "stopping (a graceful leave; a second signal stops at once)",
+    )
+    run.add_argument(
+        "--leave-timeout-s",
+        type=float,
+        default=None,
+        help="how long --leave-on-exit hands replicas over before stopping anyway (default 120)",
+    )
+    run.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         default="info",
@@ -200,7 +212,9 @@ def describe_config_error(exc: ConfigError) -> str:
     return f"invalid configuration{hint}: {exc}"
 
 
-async def _until_signalled(cc: CopyCat) -> None:
+async def _until_signalled(
+    cc: CopyCat, *, leave: bool = False, leave_timeout_s: float | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     received: list[str] = []
@@ -223,6 +237,9 @@ async def _until_signalled(cc: CopyCat) -> None:
         cc.config.data_dir,
     )
     await stop.wait()
+    if leave:
+        log.info("leaving the cluster: handing replicas over first")
+        await cc.leave(leave_timeout_s)
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -244,7 +261,13 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return 2
     code = 0
     try:
-        asyncio.run(serve(config, _until_signalled, status_interval_s=interval))
+        leave = bool(args.leave_on_exit)
+        leave_timeout_s = args.leave_timeout_s
+
+        async def body(cc: CopyCat) -> None:
+            await _until_signalled(cc, leave=leave, leave_timeout_s=leave_timeout_s)
+
+        asyncio.run(serve(config, body, status_interval_s=interval))
         log.info("node stopped cleanly")
     except StartError as exc:
         log.error("cannot start the node: %s", exc)

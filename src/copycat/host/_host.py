@@ -498,14 +498,17 @@ class Host:
         self._mark(gid)
         return group
 
-    def create_group(self, gid: int, voters: list[int]) -> None:
+    def create_group(self, gid: int, voters: list[int], *, meta: bytes | None = None) -> None:
         """Start a new group whose first voters are `voters` (this node must be one).
-        Each other voter must run `open_member(gid)` (the `start_replica` request)."""
+        Each other voter must run `open_member(gid)` (the `start_replica` request).
+        `meta` is stored as the group's metadata record (see `group_meta`)."""
         existing = self.groups.get(gid)
         if existing is not None and not self.is_blank(gid):
             raise ValueError(f"group {gid} already exists on node {self.config.node_id}")
         entries = bootstrap_entries(voters)
         batch = WriteBatch()
+        if meta is not None:
+            batch.set_meta(gid, meta)
         batch.append(gid, entries)
         batch.set_hard_state(gid, HardState(term=1, commit=len(entries)))
         self.store.commit(batch)
@@ -525,10 +528,21 @@ class Host:
         raft = group.raw.raft
         return raft.term == 0 and raft.log.last_index() == 0
 
-    def open_member(self, gid: int) -> None:
-        """Host an empty member of group `gid`; the leader fills it once it adds this node."""
+    def open_member(self, gid: int, *, meta: bytes | None = None) -> None:
+        """Host an empty member of group `gid`; the leader fills it once it adds this node.
+        `meta`, when given, becomes the group's metadata record unless it has one (it is
+        written once for the group's life; see `group_meta`)."""
+        if meta is not None and self.store.group(gid).meta() is None:
+            batch = WriteBatch()
+            batch.set_meta(gid, meta)
+            self.store.commit(batch)
         if gid not in self.groups:
             self._open(gid)
+
+    def group_meta(self, gid: int) -> bytes | None:
+        """The metadata record stored for group `gid` here (what the node keeps beside
+        raft, such as the group's replica rule), or None."""
+        return self.group(gid).log.meta()
 
     def group(self, gid: int) -> _Group:
         group = self.groups.get(gid)
@@ -1021,6 +1035,31 @@ class Host:
             group.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(group.changed.wait(), self.config.tick_interval_s * 5)
+
+    async def transfer_leader(self, gid: int, to: int) -> None:
+        """On the leader: hand the leadership of group `gid` to voter `to` (thesis
+        §3.10) and return once this node is no longer its leader. Raises
+        `NotLeaderError` elsewhere, ValueError when `to` is not another voter, and
+        `ProposalTimeoutError` when this node still leads after two election timeouts
+        (raft abandons a transfer after one; proposals are refused meanwhile)."""
+        group = self.group(gid)
+        raw = group.raw
+        if not raw.is_leader():
+            raise NotLeaderError(raw.leader_id or None)
+        if to == self.config.node_id or to not in raw.conf_state().voters:
+            raise ValueError(f"group {gid}: node {to} is not another voter")
+        self.wake(gid)
+        raw.transfer_leader(to)
+        self._mark(gid)
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        deadline = loop.time() + 2 * cfg.election_ticks * cfg.tick_interval_s
+        while raw.is_leader() and self.groups.get(gid) is group:
+            if loop.time() > deadline:
+                raise ProposalTimeoutError(
+                    f"group {gid}: leadership did not move to node {to} in time"
+                )
+            await asyncio.sleep(cfg.tick_interval_s)
 
     def drop_group(self, gid: int) -> None:
         """Stop hosting group `gid` here and delete everything stored for it."""

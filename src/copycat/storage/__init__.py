@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
+from copycat.storage._batch import MAX_GROUP_META_BYTES as MAX_GROUP_META_BYTES
 from copycat.storage._batch import WriteBatch as WriteBatch
 from copycat.storage._codec import STORE_FORMAT_VERSION as STORE_FORMAT_VERSION
 from copycat.storage._engine import GroupLog as GroupLog
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAP_SIZE_BYTES",
     "DEFAULT_SNAPSHOTS_KEPT",
+    "MAX_GROUP_META_BYTES",
     "SNAPSHOT_FORMAT_VERSION",
     "STORE_FORMAT_VERSION",
     "GroupLog",

@@ -21,10 +21,23 @@ OP_INSTALL_SNAPSHOT: Final = 3
 OP_RECORD_SNAPSHOT: Final = 4
 OP_COMPACT: Final = 5
 OP_DELETE_GROUP: Final = 6
+OP_SET_META: Final = 7
 
-Payload: TypeAlias = (
-    "list[Entry] | tuple[Entry, ...] | HardState | ConfState | SnapshotMetadata | int | None"
-)
+MAX_GROUP_META_BYTES: Final = 4096
+"""Largest per-group metadata record `set_meta` accepts (it is small by design: the
+node keeps a group's immutable settings there, such as its replica rule)."""
+
+if TYPE_CHECKING:
+    Payload: TypeAlias = (
+        list[Entry]
+        | tuple[Entry, ...]
+        | HardState
+        | ConfState
+        | SnapshotMetadata
+        | int
+        | bytes
+        | None
+    )
 
 
 @final
@@ -91,6 +104,20 @@ class WriteBatch:
         snapshot. Compacting to or below the current compaction point does nothing."""
         self._ops.append((OP_COMPACT, group, index))
 
+    def set_meta(self, group: int, data: bytes) -> None:
+        """Store the group's metadata record: opaque bytes of the caller's (at most
+        `MAX_GROUP_META_BYTES`), returned by `GroupLog.meta()` from now on, replaced by the
+        next `set_meta` and deleted with the group. Raft never reads it; snapshots
+        neither carry nor replace it."""
+        if not isinstance(data, bytes):
+            raise TypeError(f"group metadata is bytes, not {type(data).__name__}")
+        if len(data) > MAX_GROUP_META_BYTES:
+            raise ValueError(
+                f"group metadata of {len(data)} bytes exceeds {MAX_GROUP_META_BYTES} bytes"
+            )
+        self._ops.append((OP_SET_META, group, data))
+
     def delete_group(self, group: int) -> None:
-        """Remove everything stored for the group: entries, states, snapshot files."""
+        """Remove everything stored for the group: entries, states, metadata, snapshot
+        files."""
         self._ops.append((OP_DELETE_GROUP, group, None))

@@ -20,8 +20,14 @@ import msgpack
 from copycat.errors import CorruptLogError
 from copycat.raft import ConfState, Entry, EntryKind, HardState, SnapshotMetadata
 
-STORE_FORMAT_VERSION: Final = 1
-"""Version of the key and record layout below. Bump it on any change."""
+STORE_FORMAT_VERSION: Final = 2
+"""Version of the key and record layout below. Bump it on any change.
+2 added the group metadata record (tag 5)."""
+
+UPGRADABLE_FORMAT_VERSIONS: Final = (1,)
+"""Older versions this layout reads as they are (a strict subset of it): opening such a
+store rewrites its format record to `STORE_FORMAT_VERSION`, after which older code
+refuses it instead of misreading the records it does not know."""
 
 MAX_GROUP_ID: Final = (1 << 128) - 1
 """Group ids are unsigned 128-bit integers (a ULID fits)."""
@@ -43,7 +49,8 @@ TAG_HARD_STATE: Final = 1
 TAG_CONF_STATE: Final = 2
 TAG_SNAPSHOT: Final = 3
 TAG_LOG_START: Final = 4
-STATE_TAGS: Final = (TAG_HARD_STATE, TAG_CONF_STATE, TAG_SNAPSHOT, TAG_LOG_START)
+TAG_GROUP_META: Final = 5
+STATE_TAGS: Final = (TAG_HARD_STATE, TAG_CONF_STATE, TAG_SNAPSHOT, TAG_LOG_START, TAG_GROUP_META)
 
 META_FORMAT_KEY: Final = b"format_version"
 
@@ -139,6 +146,7 @@ def decode_entry_term(
 #   log start:   index, term as u64 LE (the compaction point: the log holds index+1..)
 #   conf state:  msgpack [voters, learners, voters_outgoing, learners_next, auto_leave]
 #   snapshot:    msgpack [index, term, conf state list]
+#   group meta:  the caller's bytes, as given to `WriteBatch.set_meta`
 
 _HARD_STATE: Final = struct.Struct("<QQQ")
 _LOG_START: Final = struct.Struct("<QQ")
@@ -232,6 +240,14 @@ def encode_snapshot_metadata(key: bytes, meta: SnapshotMetadata) -> bytes:
 
 def encode_log_start(key: bytes, index: int, term: int) -> bytes:
     return _seal(key, _LOG_START.pack(index, term))
+
+
+def encode_group_meta(key: bytes, data: bytes) -> bytes:
+    return _seal(key, data)
+
+
+def decode_group_meta(group: int, key: bytes | memoryview, value: bytes | memoryview) -> bytes:
+    return bytes(_open(group, key, value, "group metadata"))
 
 
 def decode_hard_state(group: int, key: bytes | memoryview, value: bytes | memoryview) -> HardState:

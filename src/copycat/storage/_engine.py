@@ -34,10 +34,12 @@ from copycat.storage._batch import (
     OP_HARD_STATE,
     OP_INSTALL_SNAPSHOT,
     OP_RECORD_SNAPSHOT,
+    OP_SET_META,
     WriteBatch,
 )
 from copycat.storage._codec import (
     TAG_CONF_STATE,
+    TAG_GROUP_META,
     TAG_HARD_STATE,
     TAG_LOG_START,
     TAG_SNAPSHOT,
@@ -70,6 +72,7 @@ class GroupState:
         "group",
         "hard_state",
         "last",
+        "meta",
         "offset",
         "offset_term",
         "prefix",
@@ -92,6 +95,7 @@ class GroupState:
         self.hard_state: HardState = _EMPTY_HARD_STATE
         self.conf_state: ConfState | None = None
         self.snapshot: SnapshotMetadata = _EMPTY_SNAPSHOT_METADATA
+        self.meta: bytes | None = None
         self.broken: CorruptLogError | None = None
         self.stored = False
 
@@ -108,6 +112,7 @@ class GroupState:
         other.hard_state = self.hard_state
         other.conf_state = self.conf_state
         other.snapshot = self.snapshot
+        other.meta = self.meta
         other.broken = self.broken
         other.stored = self.stored
         return other
@@ -434,6 +439,11 @@ class StoreBase(ABC):
                 state.conf_state = conf_state
                 add((P_PUT_STATE, state, TAG_CONF_STATE, conf_state))
                 state.stored = True
+            elif op == OP_SET_META:
+                data = cast("bytes", payload)
+                state.meta = data
+                add((P_PUT_STATE, state, TAG_GROUP_META, data))
+                state.stored = True
             elif op == OP_INSTALL_SNAPSHOT:
                 meta = cast("SnapshotMetadata", payload)
                 if meta.index <= state.snapshot.index:
@@ -571,6 +581,10 @@ class GroupLog:
     def snapshot_metadata(self) -> SnapshotMetadata:
         """The latest snapshot's metadata, without reading its data."""
         return self._store._state(self._group).snapshot
+
+    def meta(self) -> bytes | None:
+        """The group's metadata record (`WriteBatch.set_meta`), or None when it has none."""
+        return self._store._state(self._group).meta
 
 
 class LogStore(Protocol):

@@ -29,19 +29,23 @@ from copycat.storage._codec import (
     STATE_TAGS,
     STORE_FORMAT_VERSION,
     TAG_CONF_STATE,
+    TAG_GROUP_META,
     TAG_HARD_STATE,
     TAG_LOG_START,
     TAG_SNAPSHOT,
+    UPGRADABLE_FORMAT_VERSIONS,
     crc32,
     decode_conf_state,
     decode_entry_term,
     decode_format_version,
+    decode_group_meta,
     decode_hard_state,
     decode_log_start,
     decode_snapshot_metadata,
     encode_conf_state,
     encode_entries,
     encode_format_version,
+    encode_group_meta,
     encode_hard_state,
     encode_log_start,
     encode_snapshot_metadata,
@@ -186,7 +190,9 @@ class LmdbLogStore(StoreBase):
                             f"the format version record of the log store at {path} "
                             "fails its checksum: the store is damaged"
                         )
-                    if version != STORE_FORMAT_VERSION:
+                    if version in UPGRADABLE_FORMAT_VERSIONS:
+                        txn.put(META_FORMAT_KEY, encode_format_version(), db=self._meta)
+                    elif version != STORE_FORMAT_VERSION:
                         raise FormatVersionError(
                             f"the log store at {path}", version, STORE_FORMAT_VERSION
                         )
@@ -230,6 +236,8 @@ class LmdbLogStore(StoreBase):
                     elif tag == TAG_LOG_START:
                         state.offset, state.offset_term = decode_log_start(gid, key, value)
                         state.last = max(state.last, state.offset)
+                    elif tag == TAG_GROUP_META:
+                        state.meta = decode_group_meta(gid, key, value)
                     else:
                         raise CorruptLogError(gid, None, f"unknown state record tag {tag}")
                 except CorruptLogError as exc:
@@ -392,6 +400,8 @@ class LmdbLogStore(StoreBase):
                     states[key] = encode_conf_state(key, cast("ConfState", arg2))
                 elif tag == TAG_SNAPSHOT:
                     states[key] = encode_snapshot_metadata(key, cast("SnapshotMetadata", arg2))
+                elif tag == TAG_GROUP_META:
+                    states[key] = encode_group_meta(key, cast("bytes", arg2))
                 else:
                     index, term = cast("tuple[int, int]", arg2)
                     states[key] = encode_log_start(key, index, term)

@@ -338,6 +338,17 @@ class CopyCat:
             left = remaining(deadline)
             self._loop.stop(CANCEL_GRACE_S if left is None else max(left, CANCEL_GRACE_S))
 
+    def leave(self, timeout: float | None = None) -> None:
+        """Leave the cluster gracefully: hand every replica this node holds over to
+        other nodes (`copycat.CopyCat.leave`), then shut down as `shutdown()` does.
+        `timeout` bounds the hand-over (None: the node's default, 120 s); groups not
+        handed over by then are logged by the node, which then stops anyway."""
+        node = self._require_node()
+        try:
+            self._call(lambda: node.leave(timeout), None, "leave()")
+        finally:
+            self.shutdown()
+
     async def _shutdown_node(self) -> None:
         try:
             if self._node is not None:

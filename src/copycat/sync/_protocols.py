@@ -70,6 +70,10 @@ class AsyncNode(Protocol):
         """Stop the node and release everything it holds."""
         ...
 
+    async def leave(self, timeout_s: float | None = None) -> None:
+        """Hand the node's replicas over to other nodes, then shut down."""
+        ...
+
     def new_data_structure_id(self) -> DataStructureId:
         """A fresh data structure id."""
         ...
