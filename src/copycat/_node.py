@@ -554,6 +554,14 @@ class CopyCat:
         for node_id in dead:
             self._missing_since.setdefault(node_id, now)
         expired = [v for v in dead if now - self._missing_since[v] >= self.config.repair_grace_s]
+        # A failed node's learner (a subscriber that died with it) is only removed: the
+        # leader would otherwise keep sending to it for the group's whole life.
+        dead_learners = sorted(n for n in conf.learners if n not in live)
+        for node_id in dead_learners:
+            self._missing_since.setdefault(node_id, now)
+        expired_learners = [
+            n for n in dead_learners if now - self._missing_since[n] >= self.config.repair_grace_s
+        ]
         self._changing.add(gid)
         try:
             if expired:
@@ -562,6 +570,15 @@ class CopyCat:
                     "group %s: replacing failed node %d", DataStructureId.from_int(gid), victim
                 )
                 await self._replace_voter(gid, victim, exclude=dead)
+            elif expired_learners:
+                node_id = expired_learners[0]
+                log.info(
+                    "group %s: removing the learner of failed node %d",
+                    DataStructureId.from_int(gid),
+                    node_id,
+                )
+                await host.remove_member(gid, node_id)
+                self._repair_pending = len(expired_learners) > 1
             elif not dead:
                 await self._top_up(gid)
         finally:

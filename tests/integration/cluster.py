@@ -185,6 +185,16 @@ def voters_seen_by_leaders(nodes: list[NodeProcess]) -> dict[str, list[int]]:
     return out
 
 
+def learners_seen_by_leaders(nodes: list[NodeProcess]) -> dict[str, list[int]]:
+    """Each group's learners, as the node that leads it reports them."""
+    out: dict[str, list[int]] = {}
+    for node in nodes:
+        for gid, g in status(node).items():
+            if g["role"] == "LEADER":
+                out[gid] = list(g["learners"])  # type: ignore[call-overload]
+    return out
+
+
 def proposed(node: NodeProcess, prefix: str) -> bool:
     """Whether the node finished proposing `prefix` (reading any pending events)."""
     node.drain()

@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .cluster import ProcessCluster, proposed, status, voters_seen_by_leaders, wait_until
+from .cluster import (
+    ProcessCluster,
+    learners_seen_by_leaders,
+    proposed,
+    status,
+    voters_seen_by_leaders,
+    wait_until,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -52,10 +59,19 @@ def test_failed_node_replicas_are_rebuilt_and_removed_when_it_returns(
     wait_until(lambda: len(voters_seen_by_leaders(live)) == GROUPS, 20, "a leader per group")
     placed = voters_seen_by_leaders(live)
 
-    # act: kill -9 the node (other than node 1) that holds the most replicas
+    # act: the node (other than node 1) holding the most replicas, though not of every
+    # group, subscribes to a group it does not hold (joining it as a learner); kill -9 it
     counts = {n: sum(n in v for v in placed.values()) for n in (2, 3, 4, 5)}
-    victim_id = max(counts, key=lambda n: (counts[n], -n))
+    victim_id = max((n for n in counts if counts[n] < GROUPS), key=lambda n: (counts[n], -n))
     victim = procs.nodes[victim_id]
+    learner_of = next(gid for gid, voters in placed.items() if victim_id not in voters)
+    victim.send(op="subscribe", id=learner_of)
+    victim.wait_for("subscribed", 30)
+    wait_until(
+        lambda: victim_id in learners_seen_by_leaders(live).get(learner_of, []),
+        20,
+        "the victim's learner in its group",
+    )
     victim.kill()
     live = [n for n in procs.nodes.values() if n.node_id != victim_id]
     affected = [gid for gid, voters in placed.items() if victim_id in voters]
@@ -68,6 +84,11 @@ def test_failed_node_replicas_are_rebuilt_and_removed_when_it_returns(
         return len(now) == GROUPS and all(len(v) == 3 and victim_id not in v for v in now.values())
 
     wait_until(repaired, 60, "every group back at 3 replicas without the dead node")
+    wait_until(
+        lambda: not any(victim_id in ls for ls in learners_seen_by_leaders(live).values()),
+        60,
+        "the dead node's learner removed",
+    )
     wait_until(lambda: proposed(n1, "during-"), 60, "the proposals made during the repair")
     n1.send(op="propose", id=ids[0], prefix="after-", count=10, concurrency=2)
     wait_until(lambda: proposed(n1, "after-"), 60, "the proposals made after the repair")
