@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ from copycat.placement import NodeInfo, PlacementRule, Topology, place
 from copycat.transport import Endpoint
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
     from pathlib import Path
     from types import TracebackType
 
@@ -78,6 +79,8 @@ DEFAULT_LEAVE_TIMEOUT_S: Final = 120.0
 the groups left and shuts down anyway."""
 LEAVE_CONCURRENCY: Final = 8
 """Groups `leave()` hands over at once."""
+REPAIR_CONCURRENCY: Final = 16
+"""Groups whose membership the repair scan changes at once (repair, top-up)."""
 _RULE_FORMAT: Final = 1
 
 
@@ -182,6 +185,10 @@ class CopyCat:
         self._membership: Membership | None = None
         self._watch: asyncio.Task[None] | None = None
         self._repair: asyncio.Task[None] | None = None
+        self._repair_tasks: set[asyncio.Task[None]] = set()
+        self._repair_gids: set[int] = set()
+        """Groups with a repair task started and not finished."""
+        self._repair_slots = asyncio.Semaphore(REPAIR_CONCURRENCY)
         self._missing_since: dict[int, float] = {}
         self._lonely_since: dict[int, float] = {}
         self._scanned_generation = -1
@@ -253,11 +260,11 @@ class CopyCat:
             self._closed = True
             return
         self._closed = True
-        for task in (self._watch, self._repair):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        await self._stop_repairs()
         for sub in list(self._subscriptions.values()):
             sub._detach()
         await self._close_parts()
@@ -527,13 +534,7 @@ class CopyCat:
             raw = group.raw
             if raw.is_leader():
                 self._lonely_since.pop(gid, None)
-                try:
-                    await self._repair_group(gid, live, now)
-                except (CopyCatError, OSError) as exc:
-                    # One group's trouble (a newcomer refusing, a slow catch-up) must not
-                    # hold up the others: try again at the next scan.
-                    self._repair_pending = True
-                    log.warning("repair of group %s: %s", DataStructureId.from_int(gid), exc)
+                await self._repair_group(gid, live, now)
             elif raw.leader_id == 0:
                 since = self._lonely_since.setdefault(gid, now)
                 if now - since >= self.config.repair_grace_s:
@@ -544,7 +545,7 @@ class CopyCat:
 
     async def _repair_group(self, gid: int, live: set[int], now: float) -> None:
         host, _, _ = self._parts()
-        if gid in self._changing:
+        if gid in self._changing or gid in self._repair_gids:
             self._repair_pending = True
             return
         conf = host.groups[gid].raw.conf_state()
@@ -562,27 +563,60 @@ class CopyCat:
         expired_learners = [
             n for n in dead_learners if now - self._missing_since[n] >= self.config.repair_grace_s
         ]
-        self._changing.add(gid)
-        try:
-            if expired:
-                victim = expired[0]
-                log.info(
-                    "group %s: replacing failed node %d", DataStructureId.from_int(gid), victim
-                )
-                await self._replace_voter(gid, victim, exclude=dead)
-            elif expired_learners:
-                node_id = expired_learners[0]
-                log.info(
-                    "group %s: removing the learner of failed node %d",
-                    DataStructureId.from_int(gid),
-                    node_id,
-                )
-                await host.remove_member(gid, node_id)
-                self._repair_pending = len(expired_learners) > 1
-            elif not dead:
-                await self._top_up(gid)
-        finally:
-            self._changing.discard(gid)
+        ds = DataStructureId.from_int(gid)
+        work: Callable[[], Awaitable[object]]
+        if expired:
+            log.info("group %s: replacing failed node %d", ds, expired[0])
+            work = functools.partial(self._replace_voter, gid, expired[0], exclude=dead)
+        elif expired_learners:
+            log.info("group %s: removing the learner of failed node %d", ds, expired_learners[0])
+            work = functools.partial(host.remove_member, gid, expired_learners[0])
+            self._repair_pending = len(expired_learners) > 1
+        elif not dead:
+            newcomer = self._top_up_candidate(gid)
+            if newcomer is None:
+                return
+            work = functools.partial(self._add_voter, gid, newcomer, self._rule_of(gid))
+            self._repair_pending = True  # one voter at a time: look again next scan
+        else:
+            return
+        await self._start_repair(gid, work)
+
+    async def _start_repair(self, gid: int, work: Callable[[], Awaitable[object]]) -> None:
+        """Run one group's membership change in the background, at most
+        `REPAIR_CONCURRENCY` at once (the scan waits for a slot, not for the change):
+        after a join or a failure, thousands of groups are not changed one by one. A
+        failure is logged and the group is looked at again by the next scan."""
+        await self._repair_slots.acquire()
+        self._repair_gids.add(gid)
+
+        async def run() -> None:
+            self._changing.add(gid)
+            try:
+                await work()
+            except (CopyCatError, OSError) as exc:
+                self._repair_pending = True
+                log.warning("repair of group %s: %s", DataStructureId.from_int(gid), exc)
+            finally:
+                self._changing.discard(gid)
+
+        def done(task: asyncio.Task[None]) -> None:
+            # Also for a task cancelled before it ran (shutdown, leave).
+            self._repair_tasks.discard(task)
+            self._repair_gids.discard(gid)
+            self._repair_slots.release()
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._repair_tasks.add(task)
+        task.add_done_callback(done)
+
+    async def _stop_repairs(self) -> None:
+        for task in [self._repair, *self._repair_tasks]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._repair = None
 
     def _place(
         self,
@@ -650,16 +684,16 @@ class CopyCat:
             log.info("group %s: removed node %d", ds, victim)
         return bool(newcomers)
 
-    async def _top_up(self, gid: int) -> None:
-        """On the leader: one more voter when the group has fewer than its rule asks and
-        placement (keeping the voters) can give more now; none for a group without a
-        stored rule."""
+    def _top_up_candidate(self, gid: int) -> int | None:
+        """On the leader: the node to add as one more voter when the group has fewer
+        than its rule asks and placement (keeping the voters) can give more now; None
+        otherwise, and for a group without a stored rule."""
         host, _, _ = self._parts()
         rule = self._rule_of(gid)
         conf = host.group(gid).raw.conf_state()
         have = len(conf.voters)
         if rule is None or have >= rule.replicas:
-            return
+            return None
         ds = DataStructureId.from_int(gid)
         for count in range(rule.replicas, have, -1):
             try:
@@ -668,7 +702,7 @@ class CopyCat:
                 continue
             newcomers = [n for n in target if n not in conf.voters]
             if not newcomers:
-                return
+                return None
             log.info(
                 "group %s: topping up from %d to %d voters (asked %d): adding node %d",
                 ds,
@@ -677,9 +711,8 @@ class CopyCat:
                 rule.replicas,
                 newcomers[0],
             )
-            await self._add_voter(gid, newcomers[0], rule)
-            self._repair_pending = have + 1 < rule.replicas
-            return
+            return newcomers[0]
+        return None
 
     async def _add_voter(self, gid: int, node_id: int, rule: ReplicaRule | None) -> None:
         """On the leader: start a member of `gid` on `node_id` (passing the group's rule
@@ -765,11 +798,7 @@ class CopyCat:
         limit_s = DEFAULT_LEAVE_TIMEOUT_S if timeout_s is None else timeout_s
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit_s
-        if self._repair is not None:
-            self._repair.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._repair
-            self._repair = None
+        await self._stop_repairs()
         total = len(host.groups)
         log.info("leaving: handing %d groups over (within %.0f s)", total, limit_s)
         failed: list[int] = []
