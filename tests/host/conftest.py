@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest_asyncio
 
-from copycat.host import Host, HostConfig
+from copycat.host import Feed, Host, HostConfig
 from copycat.storage import LogStore, MemoryLogStore
 from copycat.transport import Endpoint, FaultHooks, TransportConfig
 
@@ -77,6 +77,18 @@ async def until(predicate: Callable[[], bool], timeout_s: float = 15.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
+
+
+def consume_into(feed: Feed, state: list[bytes]) -> asyncio.Task[None]:
+    """Append every commit of `feed` to `state` in the background (a subscriber that
+    never needs a snapshot); cancel the task when done."""
+
+    async def consume() -> None:
+        async for item in feed:
+            assert isinstance(item, bytes), f"unexpected {item!r}"
+            state.append(item)
+
+    return asyncio.ensure_future(consume())
 
 
 @pytest_asyncio.fixture

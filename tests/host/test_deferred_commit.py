@@ -5,14 +5,13 @@ start)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
 
-from copycat.host import LOAD_SNAPSHOT, Session
+from copycat.host import Session
 from copycat.storage import LmdbLogStore, LogStore, WriteBatch
-from tests.host.conftest import until
+from tests.host.conftest import consume_into, until
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -51,13 +50,7 @@ async def test_deferred_commits_never_trail_compaction(cluster: Cluster, tmp_pat
     state: list[bytes] = []
     feed = cluster.hosts[2].attach_feed(GID, lambda: b"|".join(state))
 
-    async def consume() -> None:
-        async for item in feed:
-            assert item is not LOAD_SNAPSHOT
-            assert isinstance(item, bytes)
-            state.append(item)
-
-    consumer = asyncio.ensure_future(consume())
+    consumer = consume_into(feed, state)
     try:
         session = Session()
         for i in range(PROPOSALS):

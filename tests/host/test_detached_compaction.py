@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from copycat.host import LOAD_SNAPSHOT, Session
-from tests.host.conftest import until
+from copycat.host import Session
+from tests.host.conftest import consume_into, until
 
 if TYPE_CHECKING:
     from .conftest import Cluster
@@ -27,13 +27,7 @@ async def test_detached_logs_stay_bounded_under_a_long_stream(cluster: Cluster) 
     state: list[bytes] = []
     feed = cluster.hosts[1].attach_feed(GID, lambda: b"|".join(state))
 
-    async def consume() -> None:
-        async for item in feed:
-            assert item is not LOAD_SNAPSHOT
-            assert isinstance(item, bytes)
-            state.append(item)
-
-    consumer = asyncio.ensure_future(consume())
+    consumer = consume_into(feed, state)
     try:
         # act: a long stream of proposals
         session = Session()

@@ -175,24 +175,22 @@ def status(node: NodeProcess) -> dict[str, dict[str, object]]:
     return node.wait_for("status", 20)["groups"]  # type: ignore[return-value]
 
 
-def voters_seen_by_leaders(nodes: list[NodeProcess]) -> dict[str, list[int]]:
-    """Each group's voters, as the node that leads it reports them."""
+def seen_by_leaders(nodes: list[NodeProcess], kind: str = "voters") -> dict[str, list[int]]:
+    """Each group's `kind` ("voters" or "learners"), as the node that leads it says."""
     out: dict[str, list[int]] = {}
     for node in nodes:
         for gid, g in status(node).items():
             if g["role"] == "LEADER":
-                out[gid] = list(g["voters"])  # type: ignore[call-overload]
+                out[gid] = list(g[kind])  # type: ignore[call-overload]
     return out
+
+
+def voters_seen_by_leaders(nodes: list[NodeProcess]) -> dict[str, list[int]]:
+    return seen_by_leaders(nodes, "voters")
 
 
 def learners_seen_by_leaders(nodes: list[NodeProcess]) -> dict[str, list[int]]:
-    """Each group's learners, as the node that leads it reports them."""
-    out: dict[str, list[int]] = {}
-    for node in nodes:
-        for gid, g in status(node).items():
-            if g["role"] == "LEADER":
-                out[gid] = list(g["learners"])  # type: ignore[call-overload]
-    return out
+    return seen_by_leaders(nodes, "learners")
 
 
 def proposed(node: NodeProcess, prefix: str) -> bool:

@@ -10,22 +10,10 @@ import pytest
 
 from copycat import DataStructureId
 
-from .cluster import NodeProcess, ProcessCluster
-
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
+    from .cluster import NodeProcess, ProcessCluster
 
 pytestmark = pytest.mark.chaos
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[ProcessCluster]:
-    cluster = ProcessCluster(tmp_path)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
 
 
 def _commits(node: NodeProcess, since: int = 0) -> list[str]:

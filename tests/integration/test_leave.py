@@ -4,29 +4,14 @@ waiting for repair, and nothing acknowledged is lost."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pytest
 
 from .cluster import ProcessCluster, proposed, voters_seen_by_leaders, wait_until
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
 
 pytestmark = pytest.mark.chaos
 
 LABELS = {1: ("dc1", "r1"), 2: ("dc1", "r2"), 3: ("dc1", "r3"), 4: ("dc2", "r1"), 5: ("dc2", "r2")}
 GRACE_S = 600  # far beyond this test's bounds: only the hand-over can explain the result
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[ProcessCluster]:
-    cluster = ProcessCluster(tmp_path)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
 
 
 def test_a_leaving_node_hands_its_replicas_over(procs: ProcessCluster) -> None:

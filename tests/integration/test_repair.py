@@ -4,8 +4,6 @@ node returns its stale replicas are removed."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pytest
 
 from .cluster import (
@@ -17,23 +15,10 @@ from .cluster import (
     wait_until,
 )
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
-
 pytestmark = pytest.mark.chaos
 
 GROUPS = 4
 LABELS = {1: ("dc1", "r1"), 2: ("dc1", "r2"), 3: ("dc1", "r3"), 4: ("dc2", "r1"), 5: ("dc2", "r2")}
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[ProcessCluster]:
-    cluster = ProcessCluster(tmp_path)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
 
 
 def test_failed_node_replicas_are_rebuilt_and_removed_when_it_returns(

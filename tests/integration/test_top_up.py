@@ -4,28 +4,13 @@ proposal."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pytest
 
 from copycat._ids import DataStructureId
 
 from .cluster import ProcessCluster, proposed, status, voters_seen_by_leaders, wait_until
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
-
 pytestmark = pytest.mark.chaos
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[ProcessCluster]:
-    cluster = ProcessCluster(tmp_path)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
 
 
 def test_groups_of_a_small_cluster_are_topped_up_as_nodes_join(procs: ProcessCluster) -> None:
