@@ -7,7 +7,10 @@ simulated network that delays, reorders, drops, duplicates and partitions messag
 Nodes crash (losing everything they had not persisted, sometimes in the middle of a
 ready cycle) and restart from their persisted log; the leader adds and removes members
 (single changes and joint consensus); nodes take snapshots and compact their logs, and
-lagging members catch up from snapshots.
+lagging members catch up from snapshots. Each seed also picks the host's liberties the
+ready contract allows: applying before sending, a leader sending before it persists
+(`Ready.send_before_persist`, crashes included), and deferring commit-only writes
+(`Ready.commit_only`, lost in a crash).
 
 After every round the checker asserts (raft paper, Figure 3):
 
@@ -50,6 +53,7 @@ from copycat.raft import (
     ConfChangeType,
     DeliberateBugs,
     Entry,
+    HardState,
     InstallSnapshot,
     MemoryLog,
     Message,
@@ -120,6 +124,13 @@ class SimOptions:
     apply_before_send_rate: float = 0.5
     """Share of seeds whose host applies committed entries before sending messages
     (both orders are allowed by the ready contract)."""
+    send_early_rate: float = 0.5
+    """Share of seeds whose host sends a leader's messages before persisting its ready
+    when the ready allows it (`Ready.send_before_persist`); a crash before persisting
+    then leaves followers holding entries the leader lost."""
+    defer_commit_rate: float = 0.5
+    """Share of seeds whose host defers a ready that only raises the commit index
+    (`Ready.commit_only`) to its next write (a crash loses it)."""
     pre_vote_rate: float = 0.75
     check_quorum_rate: float = 0.75
     bugs: DeliberateBugs = field(default_factory=DeliberateBugs)
@@ -225,6 +236,7 @@ class SimNode:
     __slots__ = (
         "app_hash",
         "applied",
+        "deferred_hs",
         "down_until",
         "id",
         "mirror",
@@ -244,6 +256,8 @@ class SimNode:
         self.app_hash = 0
         self.down_until = -1
         self.snapshot_every = every
+        self.deferred_hs: HardState | None = None
+        """A commit-only hard state not written yet (lost in a crash)."""
 
 
 class Simulation:
@@ -286,6 +300,10 @@ class Simulation:
         self.pre_vote = rng.random() < options.pre_vote_rate
         self.check_quorum = rng.random() < options.check_quorum_rate
         self.apply_before_send = rng.random() < options.apply_before_send_rate
+        # Drawn apart, so that adding these host choices left every other seed as it was.
+        host_choices = random.Random(seed ^ 0x5EED)
+        self.send_early = host_choices.random() < options.send_early_rate
+        self.defer_commit = host_choices.random() < options.defer_commit_rate
         self.drop_rate = options.drop_rate * rng.choice([0.0, 0.5, 1.0, 2.0])
         voters = rng.randint(options.min_voters, options.max_voters)
         ids = [self._new_id() for _ in range(voters)]
@@ -458,6 +476,7 @@ class Simulation:
 
     def _crash(self, node: SimNode, why: str) -> None:
         node.raw = None
+        node.deferred_hs = None
         if self.rng.random() < self.opts.quick_restart_rate:
             node.down_until = self.round + self.rng.randint(1, 3)
         else:
@@ -471,7 +490,11 @@ class Simulation:
         if not raw.has_ready():
             return
         rd = raw.ready()
-        if self.opts.bugs.vote_before_persist:
+        if self.send_early and rd.send_before_persist:
+            for m in rd.messages:
+                self._send(m)
+            rest: list[Message] = []
+        elif self.opts.bugs.vote_before_persist:
             early = [m for m in rd.messages if isinstance(m, RequestVoteResponse) and not m.reject]
             for m in early:
                 self._send(m)
@@ -493,8 +516,14 @@ class Simulation:
         if rd.entries:
             storage.append(rd.entries)
             node.mirror.append(rd.entries)
-        if rd.hard_state is not None:
+        if rd.hard_state is not None and self.defer_commit and rd.commit_only:
+            node.deferred_hs = rd.hard_state
+        elif rd.hard_state is not None:
             storage.set_hard_state(rd.hard_state)
+            node.deferred_hs = None
+        elif node.deferred_hs is not None and (rd.entries or rd.snapshot is not None):
+            storage.set_hard_state(node.deferred_hs)  # it rides with the next write
+            node.deferred_hs = None
         if (
             rd.soft_state is not None
             and rd.soft_state.role == Role.LEADER
@@ -536,6 +565,9 @@ class Simulation:
         storage = node.storage
         if node.applied - storage.snapshot().metadata.index < node.snapshot_every:
             return
+        if node.deferred_hs is not None:
+            storage.set_hard_state(node.deferred_hs)  # never compact past the stored commit
+            node.deferred_hs = None
         data = node.applied.to_bytes(8, "little") + node.app_hash.to_bytes(8, "little")
         storage.create_snapshot(node.applied, raw.conf_state(), data)
         keep = self.rng.randint(0, 10)
