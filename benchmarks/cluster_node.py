@@ -10,6 +10,7 @@ import os
 import sys
 import time
 
+import copycat
 from copycat import Config, CopyCat, Subscription
 from copycat.host import LOAD_SNAPSHOT
 
@@ -125,4 +126,4 @@ if __name__ == "__main__":
             _exit(code)
 
         os._exit = _dump_and_exit  # type: ignore[assignment]
-    asyncio.run(main())
+    copycat.run(main())

@@ -256,7 +256,7 @@ async def main() -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    asyncio.run(main())
+    copycat.run(main())
     # kinship (the gossip library) may crash during interpreter teardown in a process
     # that ran a node: leave without it, after the clean shutdown above.
     sys.stdout.flush()

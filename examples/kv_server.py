@@ -367,7 +367,7 @@ def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(serve(args))
+        copycat.run(serve(args))
     except CopyCatError as exc:
         print(f"kv_server: {exc}", file=sys.stderr, flush=True)
         sys.stdout.flush()

@@ -8,7 +8,8 @@ in order and exactly once.
         async for item in sub.commits():
             ...
 
-`copycat.sync` offers the same with threads and blocking channels.
+Run it with `copycat.run(main())` (uvloop when installed, else asyncio's loop) or any
+asyncio runner. `copycat.sync` offers the same with threads and blocking channels.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from copycat._version import __version__ as __version__
 from copycat.errors import InvalidIdError as InvalidIdError
 from copycat.host import LOAD_SNAPSHOT as LOAD_SNAPSHOT
 from copycat.host import LoadSnapshot as LoadSnapshot
+from copycat.transport import run as run
 
 __all__ = [
     "LOAD_SNAPSHOT",
@@ -33,4 +35,5 @@ __all__ = [
     "Subscription",
     "__version__",
     "new_data_structure_id",
+    "run",
 ]

@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 
+import copycat
 from copycat._config import Config
 from copycat._node import CopyCat, Subscription
 from copycat.errors import CopyCatError
@@ -152,4 +153,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    copycat.run(main())

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Final
 
 from copycat.cli._runtime import StartError, exit_process, serve
 from copycat.errors import ConfigError
+from copycat.transport import run as run_loop
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -267,7 +268,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         async def body(cc: CopyCat) -> None:
             await _until_signalled(cc, leave=leave, leave_timeout_s=leave_timeout_s)
 
-        asyncio.run(serve(config, body, status_interval_s=interval))
+        run_loop(serve(config, body, status_interval_s=interval))
         log.info("node stopped cleanly")
     except StartError as exc:
         log.error("cannot start the node: %s", exc)

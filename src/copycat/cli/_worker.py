@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Final
 from copycat.cli._hashmap import HashMap, delete_command, put_command
 from copycat.cli._runtime import StartError, exit_process, serve
 from copycat.errors import CopyCatError
+from copycat.transport import run as run_loop
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     code = 0
     try:
-        asyncio.run(serve(config, _serve_commands))
+        run_loop(serve(config, _serve_commands))
         emit(event="stopped")
     except StartError as exc:
         emit(event="error", op="start", message=str(exc))
