@@ -36,6 +36,7 @@ import msgpack
 
 from copycat.errors import CorruptLogError, FormatVersionError, StorageError
 from copycat.raft import ConfState, SnapshotMetadata
+from copycat.storage._closing import ClosesOnExit
 from copycat.storage._codec import (
     decode_conf_state_body,
     encode_conf_state_body,
@@ -232,7 +233,7 @@ def encode_header(group: int, metadata: SnapshotMetadata, version: int) -> bytes
     return preamble + body + _U32.pack(crc32(body, crc32(preamble[8:])))
 
 
-class _ReaderBase(ABC):
+class _ReaderBase(ClosesOnExit):
     """What both readers share: the verified metadata and length, `read_all`, and
     closing when a `with` block ends."""
 
@@ -254,20 +255,6 @@ class _ReaderBase(ABC):
 
     def read_all(self) -> bytes:
         return b"".join(self.chunks())
-
-    @abstractmethod
-    def close(self) -> None: ...
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 _StoreT = TypeVar("_StoreT", bound="_SnapshotStoreBase")
