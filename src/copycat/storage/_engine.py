@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeAlias, cast, final
 
@@ -37,6 +37,7 @@ from copycat.storage._batch import (
     OP_SET_META,
     WriteBatch,
 )
+from copycat.storage._closing import ClosesOnExit
 from copycat.storage._codec import (
     TAG_CONF_STATE,
     TAG_GROUP_META,
@@ -47,8 +48,6 @@ from copycat.storage._codec import (
 )
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from copycat.raft import LogReader
     from copycat.storage._snapshots import SnapshotStore
 
@@ -218,7 +217,7 @@ class _Closed(dict[int, GroupState]):
         raise ClosedError("the log store is closed")
 
 
-class StoreBase(ABC):
+class StoreBase(ClosesOnExit):
     """Group caches, batch planning and reads, shared by the backends.
 
     Backends implement the abstract hooks below (`LmdbLogStore`, `MemoryLogStore`).
@@ -323,17 +322,6 @@ class StoreBase(ABC):
     @property
     def closed(self) -> bool:
         return isinstance(self._groups, _Closed)
-
-    def __enter__(self) -> StoreBase:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- reads -------------------------------------------------------------------------------
 

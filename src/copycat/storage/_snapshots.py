@@ -17,14 +17,26 @@ import itertools
 import os
 import struct
 import zlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Final, Protocol, TypeAlias, final
+from typing import (
+    TYPE_CHECKING,
+    BinaryIO,
+    Final,
+    Generic,
+    Protocol,
+    Self,
+    TypeAlias,
+    TypeVar,
+    final,
+)
 
 import msgpack
 
 from copycat.errors import CorruptLogError, FormatVersionError, StorageError
 from copycat.raft import ConfState, SnapshotMetadata
+from copycat.storage._closing import ClosesOnExit
 from copycat.storage._codec import (
     decode_conf_state_body,
     encode_conf_state_body,
@@ -221,34 +233,160 @@ def encode_header(group: int, metadata: SnapshotMetadata, version: int) -> bytes
     return preamble + body + _U32.pack(crc32(body, crc32(preamble[8:])))
 
 
+class _ReaderBase(ClosesOnExit):
+    """What both readers share: the verified metadata and length, `read_all`, and
+    closing when a `with` block ends."""
+
+    __slots__ = ("_data_bytes", "_metadata")
+
+    _metadata: SnapshotMetadata
+    _data_bytes: int
+
+    @property
+    def metadata(self) -> SnapshotMetadata:
+        return self._metadata
+
+    @property
+    def data_bytes(self) -> int:
+        return self._data_bytes
+
+    @abstractmethod
+    def chunks(self) -> Iterator[bytes]: ...
+
+    def read_all(self) -> bytes:
+        return b"".join(self.chunks())
+
+
+_StoreT = TypeVar("_StoreT", bound="_SnapshotStoreBase")
+
+
+class _WriterBase(ABC, Generic[_StoreT]):
+    """What both writers share: refusing use once finished, `finish()` (publish, then
+    retention) and finish-or-abort when a `with` block ends. Subclasses implement
+    `write`, `_publish` and `abort`."""
+
+    __slots__ = ("_done", "_group", "_metadata", "_store")
+
+    def __init__(self, store: _StoreT, group: int, metadata: SnapshotMetadata) -> None:
+        self._store = store
+        self._group = group
+        self._metadata = metadata
+        self._done = False
+
+    def _check_open(self) -> None:
+        if self._done:
+            raise StorageError("the snapshot writer is finished")
+
+    @abstractmethod
+    def write(self, chunk: bytes | bytearray | memoryview) -> None: ...
+
+    @abstractmethod
+    def _publish(self) -> int:
+        """Make the written data durable and visible, set `_done` and return the data
+        bytes; on failure abort and raise."""
+
+    @abstractmethod
+    def abort(self) -> None: ...
+
+    def finish(self) -> SnapshotInfo:
+        self._check_open()
+        data_bytes = self._publish()
+        self._store.prune(self._group, protect=self._metadata)
+        return SnapshotInfo(group=self._group, metadata=self._metadata, data_bytes=data_bytes)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._done:
+            if exc_type is None:
+                self.finish()
+            else:
+                self.abort()
+
+
+class _SnapshotStoreBase(ABC):
+    """What both stores share: `keep`, the `protector`, writing through `begin_write`,
+    reading whole, listing, and retention over what `_stored` names."""
+
+    def __init__(self, keep: int) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        self._keep = keep
+        self.protector: Protector | None = None
+
+    @abstractmethod
+    def begin_write(self, group: int, metadata: SnapshotMetadata) -> SnapshotWriter: ...
+
+    @abstractmethod
+    def open(self, group: int, index: int, term: int) -> SnapshotReader: ...
+
+    @abstractmethod
+    def read_metadata(self, group: int, index: int, term: int) -> SnapshotMetadata | None: ...
+
+    @abstractmethod
+    def _stored(self, group: int) -> list[tuple[int, int]]:
+        """(index, term) of the group's stored snapshots, newest first."""
+
+    @abstractmethod
+    def _remove(self, group: int, removable: list[tuple[int, int]]) -> None:
+        """Delete these stored snapshots of the group (durably, where that applies)."""
+
+    @abstractmethod
+    def delete_group(self, group: int) -> None: ...
+
+    def write(
+        self,
+        group: int,
+        metadata: SnapshotMetadata,
+        chunks: Iterable[bytes | bytearray | memoryview],
+    ) -> SnapshotInfo:
+        with self.begin_write(group, metadata) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+            return writer.finish()
+
+    def write_bytes(self, group: int, metadata: SnapshotMetadata, data: bytes) -> SnapshotInfo:
+        return self.write(group, metadata, (data,))
+
+    def read_bytes(self, group: int, index: int, term: int) -> bytes:
+        with self.open(group, index, term) as reader:
+            return reader.read_all()
+
+    def list(self, group: int) -> list[SnapshotMetadata]:
+        result = []
+        for index, term in self._stored(group):
+            meta = self.read_metadata(group, index, term)
+            if meta is not None:
+                result.append(meta)
+        return result
+
+    def prune(self, group: int, protect: SnapshotMetadata | None = None) -> None:
+        stored = self._stored(group)
+        if not stored:
+            return
+        self._remove(group, _removable(stored, self._keep, protect, self.protector, group))
+
+
 @final
-class _FileWriter:
-    __slots__ = (
-        "_blocks",
-        "_data_bytes",
-        "_done",
-        "_file",
-        "_final",
-        "_group",
-        "_header_crc",
-        "_metadata",
-        "_store",
-        "_tmp",
-    )
+class _FileWriter(_WriterBase["SnapshotFiles"]):
+    __slots__ = ("_blocks", "_data_bytes", "_file", "_final", "_header_crc", "_tmp")
 
     def __init__(
         self, store: SnapshotFiles, group: int, metadata: SnapshotMetadata, final_path: Path
     ) -> None:
-        self._store = store
-        self._group = group
-        self._metadata = metadata
+        super().__init__(store, group, metadata)
         self._final = final_path
         self._tmp = final_path.with_name(
             f".{final_path.name}.tmp-{os.getpid()}-{next(store._counter)}"
         )
         self._blocks = 0
         self._data_bytes = 0
-        self._done = False
         header = encode_header(group, metadata, SNAPSHOT_FORMAT_VERSION)
         self._header_crc = _U32.unpack_from(header, len(header) - 4)[0]
         self._file: BinaryIO = open(self._tmp, "xb", buffering=1 << 20)  # noqa: SIM115
@@ -259,8 +397,7 @@ class _FileWriter:
             raise
 
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
-        if self._done:
-            raise StorageError("the snapshot writer is finished")
+        self._check_open()
         view = memoryview(chunk).cast("B")
         for start in range(0, len(view), MAX_BLOCK_BYTES):
             block = view[start : start + MAX_BLOCK_BYTES]
@@ -271,9 +408,7 @@ class _FileWriter:
             self._blocks += 1
             self._data_bytes += len(block)
 
-    def finish(self) -> SnapshotInfo:
-        if self._done:
-            raise StorageError("the snapshot writer is finished")
+    def _publish(self) -> int:
         try:
             fields = _TRAILER.pack(
                 TRAILER_MAGIC, self._data_bytes, self._blocks, self._header_crc, 0
@@ -290,8 +425,7 @@ class _FileWriter:
         except BaseException:
             self.abort()
             raise
-        self._store.prune(self._group, protect=self._metadata)
-        return SnapshotInfo(group=self._group, metadata=self._metadata, data_bytes=self._data_bytes)
+        return self._data_bytes
 
     def abort(self) -> None:
         self._done = True
@@ -300,25 +434,10 @@ class _FileWriter:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp)
 
-    def __enter__(self) -> _FileWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if not self._done:
-            if exc_type is None:
-                self.finish()
-            else:
-                self.abort()
-
 
 @final
-class _FileReader:
-    __slots__ = ("_blocks", "_data_bytes", "_file", "_group", "_index", "_metadata", "_path")
+class _FileReader(_ReaderBase):
+    __slots__ = ("_blocks", "_file", "_group", "_index", "_path")
 
     def __init__(self, path: Path, group: int, index: int, term: int) -> None:
         self._group = group
@@ -389,14 +508,6 @@ class _FileReader:
         meta = SnapshotMetadata(index=index, term=meta_term, conf_state=conf_state)
         return meta, data_bytes, blocks
 
-    @property
-    def metadata(self) -> SnapshotMetadata:
-        return self._metadata
-
-    @property
-    def data_bytes(self) -> int:
-        return self._data_bytes
-
     def chunks(self) -> Iterator[bytes]:
         f = self._file
         remaining = self._data_bytes
@@ -415,26 +526,12 @@ class _FileReader:
         if remaining:
             raise self._corrupt("blocks hold fewer bytes than the trailer says")
 
-    def read_all(self) -> bytes:
-        return b"".join(self.chunks())
-
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> _FileReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 @final
-class SnapshotFiles:
+class SnapshotFiles(_SnapshotStoreBase):
     """Snapshots as files: `<root>/<group as 32 hex digits>/<index>-<term>.snap`.
 
     `keep`: how many snapshots to keep per group (newest by index; default 2, at
@@ -449,13 +546,10 @@ class SnapshotFiles:
         keep: int = DEFAULT_SNAPSHOTS_KEPT,
         durable: bool = True,
     ) -> None:
-        if keep < 1:
-            raise ValueError(f"keep must be at least 1, got {keep}")
+        super().__init__(keep)
         self._root = Path(root)
-        self._keep = keep
         self._durable = durable
         self._counter = itertools.count()
-        self.protector: Protector | None = None
         created = not self._root.exists()
         self._root.mkdir(parents=True, exist_ok=True)
         if created and durable:
@@ -493,26 +587,8 @@ class SnapshotFiles:
             self, group, metadata, group_dir / _file_name(metadata.index, metadata.term)
         )
 
-    def write(
-        self,
-        group: int,
-        metadata: SnapshotMetadata,
-        chunks: Iterable[bytes | bytearray | memoryview],
-    ) -> SnapshotInfo:
-        with self.begin_write(group, metadata) as writer:
-            for chunk in chunks:
-                writer.write(chunk)
-            return writer.finish()
-
-    def write_bytes(self, group: int, metadata: SnapshotMetadata, data: bytes) -> SnapshotInfo:
-        return self.write(group, metadata, (data,))
-
     def open(self, group: int, index: int, term: int) -> _FileReader:
         return _FileReader(self.path(group, index, term), group, index, term)
-
-    def read_bytes(self, group: int, index: int, term: int) -> bytes:
-        with self.open(group, index, term) as reader:
-            return reader.read_all()
 
     def read_metadata(self, group: int, index: int, term: int) -> SnapshotMetadata | None:
         if not self.path(group, index, term).exists():
@@ -530,16 +606,7 @@ class SnapshotFiles:
         found.sort(reverse=True)
         return found
 
-    def list(self, group: int) -> list[SnapshotMetadata]:
-        result = []
-        for index, term in self._stored(group):
-            meta = self.read_metadata(group, index, term)
-            if meta is not None:
-                result.append(meta)
-        return result
-
-    def prune(self, group: int, protect: SnapshotMetadata | None = None) -> None:
-        removable = _removable(self._stored(group), self._keep, protect, self.protector, group)
+    def _remove(self, group: int, removable: list[tuple[int, int]]) -> None:
         for index, term in removable:
             self.path(group, index, term).unlink(missing_ok=True)
         if removable and self._durable:
@@ -560,21 +627,14 @@ class SnapshotFiles:
 
 
 @final
-class _MemoryReader:
-    __slots__ = ("_chunk_bytes", "_data", "_metadata")
+class _MemoryReader(_ReaderBase):
+    __slots__ = ("_chunk_bytes", "_data")
 
     def __init__(self, metadata: SnapshotMetadata, data: bytes, chunk_bytes: int) -> None:
         self._metadata = metadata
         self._data = data
+        self._data_bytes = len(data)
         self._chunk_bytes = chunk_bytes
-
-    @property
-    def metadata(self) -> SnapshotMetadata:
-        return self._metadata
-
-    @property
-    def data_bytes(self) -> int:
-        return len(self._data)
 
     def chunks(self) -> Iterator[bytes]:
         data = self._data
@@ -583,103 +643,53 @@ class _MemoryReader:
             yield data[start : start + step]
 
     def read_all(self) -> bytes:
-        return self._data
+        return self._data  # whole already: no copy
 
     def close(self) -> None:
-        pass
-
-    def __enter__(self) -> _MemoryReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        pass
+        """Nothing to release."""
 
 
 @final
-class _MemoryWriter:
-    __slots__ = ("_chunks", "_done", "_group", "_metadata", "_store")
+class _MemoryWriter(_WriterBase["MemorySnapshots"]):
+    __slots__ = ("_chunks",)
 
     def __init__(self, store: MemorySnapshots, group: int, metadata: SnapshotMetadata) -> None:
-        self._store = store
-        self._group = group
-        self._metadata = metadata
+        super().__init__(store, group, metadata)
         self._chunks: list[bytes] = []
-        self._done = False
 
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
-        if self._done:
-            raise StorageError("the snapshot writer is finished")
+        self._check_open()
         self._chunks.append(bytes(chunk))
 
-    def finish(self) -> SnapshotInfo:
-        if self._done:
-            raise StorageError("the snapshot writer is finished")
+    def _publish(self) -> int:
         self._done = True
         data = b"".join(self._chunks)
         self._chunks.clear()
         meta = self._metadata
         self._store._data.setdefault(self._group, {})[(meta.index, meta.term)] = (meta, data)
-        self._store.prune(self._group, protect=self._metadata)
-        return SnapshotInfo(group=self._group, metadata=meta, data_bytes=len(data))
+        return len(data)
 
     def abort(self) -> None:
         self._done = True
         self._chunks.clear()
 
-    def __enter__(self) -> _MemoryWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if not self._done:
-            if exc_type is None:
-                self.finish()
-            else:
-                self.abort()
-
 
 @final
-class MemorySnapshots:
+class MemorySnapshots(_SnapshotStoreBase):
     """Snapshots held in memory, with the same API and retention as `SnapshotFiles`."""
 
     def __init__(
         self, *, keep: int = DEFAULT_SNAPSHOTS_KEPT, chunk_bytes: int = DEFAULT_CHUNK_BYTES
     ) -> None:
-        if keep < 1:
-            raise ValueError(f"keep must be at least 1, got {keep}")
-        self._keep = keep
+        super().__init__(keep)
         self._chunk_bytes = chunk_bytes
         self._data: dict[int, dict[tuple[int, int], tuple[SnapshotMetadata, bytes]]] = {}
-        self.protector: Protector | None = None
 
     def begin_write(self, group: int, metadata: SnapshotMetadata) -> _MemoryWriter:
         group_prefix(group)
         if metadata.index <= 0:
             raise ValueError("a snapshot's index must be positive")
         return _MemoryWriter(self, group, metadata)
-
-    def write(
-        self,
-        group: int,
-        metadata: SnapshotMetadata,
-        chunks: Iterable[bytes | bytearray | memoryview],
-    ) -> SnapshotInfo:
-        with self.begin_write(group, metadata) as writer:
-            for chunk in chunks:
-                writer.write(chunk)
-            return writer.finish()
-
-    def write_bytes(self, group: int, metadata: SnapshotMetadata, data: bytes) -> SnapshotInfo:
-        return self.write(group, metadata, (data,))
 
     def _get(self, group: int, index: int, term: int) -> tuple[SnapshotMetadata, bytes] | None:
         return self._data.get(group, {}).get((index, term))
@@ -690,23 +700,16 @@ class MemorySnapshots:
             raise CorruptLogError(group, index, f"no snapshot data at index {index} term {term}")
         return _MemoryReader(found[0], found[1], self._chunk_bytes)
 
-    def read_bytes(self, group: int, index: int, term: int) -> bytes:
-        return self.open(group, index, term).read_all()
-
     def read_metadata(self, group: int, index: int, term: int) -> SnapshotMetadata | None:
         found = self._get(group, index, term)
         return None if found is None else found[0]
 
-    def list(self, group: int) -> list[SnapshotMetadata]:
-        stored = self._data.get(group, {})
-        return [stored[key][0] for key in sorted(stored, reverse=True)]
+    def _stored(self, group: int) -> list[tuple[int, int]]:
+        return sorted(self._data.get(group, {}), reverse=True)
 
-    def prune(self, group: int, protect: SnapshotMetadata | None = None) -> None:
-        stored = self._data.get(group)
-        if not stored:
-            return
-        ordered = sorted(stored, reverse=True)
-        for key in _removable(ordered, self._keep, protect, self.protector, group):
+    def _remove(self, group: int, removable: list[tuple[int, int]]) -> None:
+        stored = self._data[group]
+        for key in removable:
             del stored[key]
 
     def delete_group(self, group: int) -> None:

@@ -153,8 +153,14 @@ def decode_snapshot_metadata(raw: object) -> SnapshotMetadata:
 # ---------------------------------------------------------------- raft messages
 #
 # Wire form of one message: [group, type, term, sender, to, *fields], fields in the
-# order of the table in docs/wire.md. Every decoder checks the length, the type of
-# every field and that integers are not negative.
+# order of the table in docs/wire.md. `_CODECS` holds each type's field count, which
+# `_decode_items` checks before calling the type's decoder; a decoder checks the type
+# of every field and that integers are not negative, and raises `_WrongType` (turned
+# into "<type>: field of the wrong type" by `_decode_items`) when one is not.
+
+
+class _WrongType(Exception):
+    """A message decoder found a field of the wrong type; never escapes this module."""
 
 
 def _uints(*values: object) -> bool:
@@ -182,13 +188,11 @@ def _enc_request_vote(g: int, m: RequestVote) -> list[Any]:
 
 
 def _dec_request_vote(g: int, r: list[Any]) -> Message:
-    if len(r) != 9:
-        raise _bad("RequestVote: wrong field count")
     _, _, term, sender, to, lli, llt, pre_vote, transfer = r
     if not _uints(term, sender, to, lli, llt) or type(pre_vote) is not bool:
-        raise _bad("RequestVote: field of the wrong type")
+        raise _WrongType
     if type(transfer) is not bool:
-        raise _bad("RequestVote: field of the wrong type")
+        raise _WrongType
     return RequestVote(
         term=term,
         sender=sender,
@@ -205,11 +209,9 @@ def _enc_request_vote_response(g: int, m: RequestVoteResponse) -> list[Any]:
 
 
 def _dec_request_vote_response(g: int, r: list[Any]) -> Message:
-    if len(r) != 7:
-        raise _bad("RequestVoteResponse: wrong field count")
     _, _, term, sender, to, reject, pre_vote = r
     if not _uints(term, sender, to) or type(reject) is not bool or type(pre_vote) is not bool:
-        raise _bad("RequestVoteResponse: field of the wrong type")
+        raise _WrongType
     return RequestVoteResponse(term=term, sender=sender, to=to, reject=reject, pre_vote=pre_vote)
 
 
@@ -228,8 +230,6 @@ def _enc_append_entries(g: int, m: AppendEntries) -> list[Any]:
 
 
 def _dec_append_entries(g: int, r: list[Any]) -> Message:
-    if len(r) != 9:
-        raise _bad("AppendEntries: wrong field count")
     _, _, term, sender, to, prev_index, prev_term, entries, commit = r
     if (
         type(term) is not int
@@ -240,7 +240,7 @@ def _dec_append_entries(g: int, r: list[Any]) -> Message:
         or type(commit) is not int
         or (term | sender | to | prev_index | prev_term | commit) < 0
     ):
-        raise _bad("AppendEntries: field of the wrong type")
+        raise _WrongType
     return AppendEntries(
         term=term,
         sender=sender,
@@ -257,11 +257,9 @@ def _enc_append_entries_response(g: int, m: AppendEntriesResponse) -> list[Any]:
 
 
 def _dec_append_entries_response(g: int, r: list[Any]) -> Message:
-    if len(r) != 9:
-        raise _bad("AppendEntriesResponse: wrong field count")
     _, _, term, sender, to, index, reject, hint_index, hint_term = r
     if not _uints(term, sender, to, index, hint_index, hint_term) or type(reject) is not bool:
-        raise _bad("AppendEntriesResponse: field of the wrong type")
+        raise _WrongType
     return AppendEntriesResponse(
         term=term,
         sender=sender,
@@ -278,11 +276,9 @@ def _enc_heartbeat(g: int, m: Heartbeat) -> list[Any]:
 
 
 def _dec_heartbeat(g: int, r: list[Any]) -> Message:
-    if len(r) != 7:
-        raise _bad("Heartbeat: wrong field count")
     _, _, term, sender, to, commit, context = r
     if not _uints(term, sender, to, commit) or type(context) is not bytes:
-        raise _bad("Heartbeat: field of the wrong type")
+        raise _WrongType
     return Heartbeat(term=term, sender=sender, to=to, commit=commit, context=context)
 
 
@@ -291,11 +287,9 @@ def _enc_heartbeat_response(g: int, m: HeartbeatResponse) -> list[Any]:
 
 
 def _dec_heartbeat_response(g: int, r: list[Any]) -> Message:
-    if len(r) != 6:
-        raise _bad("HeartbeatResponse: wrong field count")
     _, _, term, sender, to, context = r
     if not _uints(term, sender, to) or type(context) is not bytes:
-        raise _bad("HeartbeatResponse: field of the wrong type")
+        raise _WrongType
     return HeartbeatResponse(term=term, sender=sender, to=to, context=context)
 
 
@@ -305,11 +299,9 @@ def _enc_install_snapshot(g: int, m: InstallSnapshot) -> list[Any]:
 
 
 def _dec_install_snapshot(g: int, r: list[Any]) -> Message:
-    if len(r) != 6:
-        raise _bad("InstallSnapshot: wrong field count")
     _, _, term, sender, to, meta = r
     if not _uints(term, sender, to):
-        raise _bad("InstallSnapshot: field of the wrong type")
+        raise _WrongType
     return InstallSnapshot(
         term=term, sender=sender, to=to, snapshot=Snapshot(metadata=decode_snapshot_metadata(meta))
     )
@@ -320,11 +312,9 @@ def _enc_timeout_now(g: int, m: TimeoutNow) -> list[Any]:
 
 
 def _dec_timeout_now(g: int, r: list[Any]) -> Message:
-    if len(r) != 5:
-        raise _bad("TimeoutNow: wrong field count")
     _, _, term, sender, to = r
     if not _uints(term, sender, to):
-        raise _bad("TimeoutNow: field of the wrong type")
+        raise _WrongType
     return TimeoutNow(term=term, sender=sender, to=to)
 
 
@@ -333,11 +323,9 @@ def _enc_propose(g: int, m: Propose) -> list[Any]:
 
 
 def _dec_propose(g: int, r: list[Any]) -> Message:
-    if len(r) != 6:
-        raise _bad("Propose: wrong field count")
     _, _, term, sender, to, entries = r
     if not _uints(term, sender, to):
-        raise _bad("Propose: field of the wrong type")
+        raise _WrongType
     return Propose(term=term, sender=sender, to=to, entries=_entries_in(entries))
 
 
@@ -346,11 +334,9 @@ def _enc_read_index(g: int, m: ReadIndex) -> list[Any]:
 
 
 def _dec_read_index(g: int, r: list[Any]) -> Message:
-    if len(r) != 6:
-        raise _bad("ReadIndex: wrong field count")
     _, _, term, sender, to, context = r
     if not _uints(term, sender, to) or type(context) is not bytes:
-        raise _bad("ReadIndex: field of the wrong type")
+        raise _WrongType
     return ReadIndex(term=term, sender=sender, to=to, context=context)
 
 
@@ -359,11 +345,9 @@ def _enc_read_index_response(g: int, m: ReadIndexResponse) -> list[Any]:
 
 
 def _dec_read_index_response(g: int, r: list[Any]) -> Message:
-    if len(r) != 7:
-        raise _bad("ReadIndexResponse: wrong field count")
     _, _, term, sender, to, index, context = r
     if not _uints(term, sender, to, index) or type(context) is not bytes:
-        raise _bad("ReadIndexResponse: field of the wrong type")
+        raise _WrongType
     return ReadIndexResponse(term=term, sender=sender, to=to, index=index, context=context)
 
 
@@ -372,43 +356,34 @@ def _enc_transfer_leader(g: int, m: TransferLeader) -> list[Any]:
 
 
 def _dec_transfer_leader(g: int, r: list[Any]) -> Message:
-    if len(r) != 6:
-        raise _bad("TransferLeader: wrong field count")
     _, _, term, sender, to, target = r
     if not _uints(term, sender, to, target):
-        raise _bad("TransferLeader: field of the wrong type")
+        raise _WrongType
     return TransferLeader(term=term, sender=sender, to=to, target=target)
 
 
-_ENCODERS: Final[dict[type[Message], _Encoder]] = {
-    RequestVote: _enc_request_vote,
-    RequestVoteResponse: _enc_request_vote_response,
-    AppendEntries: _enc_append_entries,
-    AppendEntriesResponse: _enc_append_entries_response,
-    Heartbeat: _enc_heartbeat,
-    HeartbeatResponse: _enc_heartbeat_response,
-    InstallSnapshot: _enc_install_snapshot,
-    TimeoutNow: _enc_timeout_now,
-    Propose: _enc_propose,
-    ReadIndex: _enc_read_index,
-    ReadIndexResponse: _enc_read_index_response,
-    TransferLeader: _enc_transfer_leader,
-}
+_CODECS: Final[tuple[tuple[type[Message], int, _Encoder, _Decoder], ...]] = (
+    # class, field count on the wire (group and type included), encoder, decoder
+    (RequestVote, 9, _enc_request_vote, _dec_request_vote),
+    (RequestVoteResponse, 7, _enc_request_vote_response, _dec_request_vote_response),
+    (AppendEntries, 9, _enc_append_entries, _dec_append_entries),
+    (AppendEntriesResponse, 9, _enc_append_entries_response, _dec_append_entries_response),
+    (Heartbeat, 7, _enc_heartbeat, _dec_heartbeat),
+    (HeartbeatResponse, 6, _enc_heartbeat_response, _dec_heartbeat_response),
+    (InstallSnapshot, 6, _enc_install_snapshot, _dec_install_snapshot),
+    (TimeoutNow, 5, _enc_timeout_now, _dec_timeout_now),
+    (Propose, 6, _enc_propose, _dec_propose),
+    (ReadIndex, 6, _enc_read_index, _dec_read_index),
+    (ReadIndexResponse, 7, _enc_read_index_response, _dec_read_index_response),
+    (TransferLeader, 6, _enc_transfer_leader, _dec_transfer_leader),
+)
 
-_DECODERS: Final[dict[int, _Decoder]] = {
-    MessageType.REQUEST_VOTE: _dec_request_vote,
-    MessageType.REQUEST_VOTE_RESPONSE: _dec_request_vote_response,
-    MessageType.APPEND_ENTRIES: _dec_append_entries,
-    MessageType.APPEND_ENTRIES_RESPONSE: _dec_append_entries_response,
-    MessageType.HEARTBEAT: _dec_heartbeat,
-    MessageType.HEARTBEAT_RESPONSE: _dec_heartbeat_response,
-    MessageType.INSTALL_SNAPSHOT: _dec_install_snapshot,
-    MessageType.TIMEOUT_NOW: _dec_timeout_now,
-    MessageType.PROPOSE: _dec_propose,
-    MessageType.READ_INDEX: _dec_read_index,
-    MessageType.READ_INDEX_RESPONSE: _dec_read_index_response,
-    MessageType.TRANSFER_LEADER: _dec_transfer_leader,
+_ENCODERS: Final[dict[type[Message], _Encoder]] = {cls: enc for cls, _, enc, _ in _CODECS}
+
+_DECODERS: Final[dict[int, tuple[int, _Decoder, str]]] = {
+    cls.TYPE: (count, dec, cls.__name__) for cls, count, _, dec in _CODECS
 }
+"""Wire type -> (field count, decoder, type name for errors)."""
 
 # Every raft message type has a codec, and the wire numbers are the MessageType values.
 assert {cls.TYPE for cls in _ENCODERS} == set(_DECODERS) == set(MessageType)
@@ -455,14 +430,7 @@ def unpack(payload: bytes | bytearray | memoryview) -> object:
 
 def decode_message_item(item: object) -> Envelope:
     """One already-unpacked element of a MESSAGES array -> (group, message)."""
-    if type(item) is not list or len(item) < 5:
-        raise _bad("message is not an array of at least 5 elements")
-    code = item[1]
-    decoder = _DECODERS.get(code) if type(code) is int else None
-    if decoder is None:
-        raise _bad(f"unknown message type {code!r}")
-    group = _group_of(item[0])
-    return group, decoder(group, item)
+    return _decode_items([item])[0]
 
 
 def decode_messages(payload: bytes | bytearray | memoryview) -> list[Envelope]:
@@ -470,21 +438,32 @@ def decode_messages(payload: bytes | bytearray | memoryview) -> list[Envelope]:
     items = unpack(payload)
     if type(items) is not list:
         raise _bad("MESSAGES payload is not an array")
+    return _decode_items(items)
+
+
+def _decode_items(items: list[Any]) -> list[Envelope]:
+    """Already-unpacked MESSAGES elements -> envelopes: the one dispatch of every raft
+    message decoder (the hot path of the receiving side)."""
     decoders = _DECODERS
     out: list[Envelope] = []
     append = out.append
     for item in items:
-        # Inlined `decode_message_item` for the hot path.
         if type(item) is not list or len(item) < 5:
             raise _bad("message is not an array of at least 5 elements")
         code = item[1]
-        decoder = decoders.get(code) if type(code) is int else None
-        if decoder is None:
+        codec = decoders.get(code) if type(code) is int else None
+        if codec is None:
             raise _bad(f"unknown message type {code!r}")
         g = item[0]
         if type(g) is not int or g < 0:
             g = _group_of(g)
-        append((g, decoder(g, item)))
+        count, decoder, name = codec
+        if len(item) != count:
+            raise _bad(f"{name}: wrong field count")
+        try:
+            append((g, decoder(g, item)))
+        except _WrongType:
+            raise _bad(f"{name}: field of the wrong type") from None
     return out
 
 
