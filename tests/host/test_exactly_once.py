@@ -10,6 +10,7 @@ import pytest
 
 from copycat.host import LOAD_SNAPSHOT, Session
 from copycat.raft import EntryKind
+from tests.host.conftest import consume_into, until
 
 if TYPE_CHECKING:
     from .conftest import Cluster
@@ -129,3 +130,40 @@ async def test_new_member_after_compaction_loads_a_snapshot_first(cluster: Clust
     base = restored.split(b"|")
     rest = [x for x in items[1:] if isinstance(x, bytes)]
     assert base + rest == [b"k%d" % i for i in range(55)]
+
+
+@pytest.mark.asyncio
+async def test_a_waiting_subscriber_wakes_for_a_snapshot_with_nothing_after_it(
+    cluster: Cluster,
+) -> None:
+    """A subscriber already waiting on a member that then receives a snapshot covering
+    the leader's whole log (it was cut off while the leader compacted) sees LOAD_SNAPSHOT
+    at once, though no entry follows the snapshot to wake it."""
+    for node_id in (1, 2, 3, 4):
+        await cluster.add(node_id, snapshot_keep_entries=0)
+    leader = await cluster.start_group(GID, [1, 2, 3])
+    state: list[bytes] = []
+    feed = cluster.hosts[leader].attach_feed(GID, lambda: b"|".join(state))
+    consumer = consume_into(feed, state)
+    session = Session()
+    try:
+        for i in range(10):
+            await cluster.hosts[leader].propose(GID, session, b"k%d" % i)
+        await until(lambda: len(state) == 10)
+        cluster.hosts[4].open_member(GID)
+        feed4 = cluster.hosts[4].attach_feed(GID, lambda: b"")
+        first = asyncio.ensure_future(asyncio.wait_for(anext(aiter(feed4)), 10))
+        cluster.faults.cut(leader, 4)
+        await cluster.hosts[leader].add_member(GID, 4, voter=False)
+        group = cluster.hosts[leader].groups[GID]
+        assert group.applied == group.raw.raft.log.last_index()
+        cluster.hosts[leader].take_snapshot(group, group.applied, feed.table.encode(), b"saved")
+
+        # act: the link heals; the leader can only ship the snapshot
+        cluster.faults.heal(leader, 4)
+
+        # check
+        assert await first is LOAD_SNAPSHOT
+        assert feed4.take_snapshot_bytes() == b"saved"
+    finally:
+        consumer.cancel()

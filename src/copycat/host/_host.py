@@ -627,6 +627,8 @@ class Host:
             if rd.snapshot is not None:
                 group.applied = rd.snapshot.metadata.index
                 group.restored_at = rd.snapshot.metadata.index
+                if group.feed is not None:
+                    group.feed.wake.set()  # LOAD_SNAPSHOT, even if no entry follows
             if rd.committed_entries:
                 self._applied(group, rd.committed_entries)
             group.raw.advance(rd)
