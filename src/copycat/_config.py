@@ -86,6 +86,7 @@ class _ConfigKwargs(TypedDict, total=False):
     tls_ca_file: str | None
     tls_cert_file: str | None
     tls_key_file: str | None
+    tls_bind_node_id: bool
     gossip_keys: Sequence[str]
     insecure_plaintext_gossip: bool
     durable: bool
@@ -184,6 +185,12 @@ class Config:
     tls_key_file: str | None = None
     """PEM file of the unencrypted private key of `tls_cert_file`. Default None. Given
     together with `tls_ca_file` and `tls_cert_file`."""
+
+    tls_bind_node_id: bool = False
+    """With TLS: whether a peer's certificate must name the node id it claims, as the
+    subject common name `node-<id>`. Default False (any certificate the cluster CA signed
+    may claim any node id). True means one node's stolen key cannot pose as another node;
+    issue each node's certificate with its id then."""
 
     gossip_keys: Sequence[str] = field(default=(), repr=False)
     """Gossip encryption keys: base64 text of 32 random bytes each (make one with
@@ -323,6 +330,12 @@ class Config:
             if raw in seen:
                 raise ConfigError("gossip_keys", "lists the same key twice")
             seen.add(raw)
+        if not isinstance(self.tls_bind_node_id, bool):
+            raise ConfigError("tls_bind_node_id", "must be True or False")
+        if self.tls_bind_node_id and self.tls_ca_file is None:
+            raise ConfigError(
+                "tls_bind_node_id", "binds node ids to TLS certificates: give the TLS files too"
+            )
         if not isinstance(self.insecure_plaintext_gossip, bool):
             raise ConfigError("insecure_plaintext_gossip", "must be True or False")
         if self.gossip_preset not in GOSSIP_PRESETS:
@@ -543,6 +556,7 @@ class Config:
                 ca_file=self.tls_ca_file,
                 cert_file=self.tls_cert_file,
                 key_file=self.tls_key_file,
+                bind_node_id=self.tls_bind_node_id,
             )
         return TransportConfig(
             node_id=self.resolve_node_id(node_id),
@@ -743,7 +757,7 @@ _INT_FIELDS: Final = frozenset(
     }
 )
 _FLOAT_FIELDS: Final = frozenset({"tick_interval_s", "proposal_timeout_s", "repair_grace_s"})
-_BOOL_FIELDS: Final = frozenset({"durable", "insecure_plaintext_gossip"})
+_BOOL_FIELDS: Final = frozenset({"durable", "insecure_plaintext_gossip", "tls_bind_node_id"})
 _LIST_FIELDS: Final = frozenset({"peers_to_contact", "gossip_keys", "compression"})
 _OPTIONAL_FIELDS: Final = frozenset({"node_id", "tls_ca_file", "tls_cert_file", "tls_key_file"})
 

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from copycat.transport import DevCerts, Endpoint, TransportConfig
+from copycat.transport import DevCerts, Endpoint, TLSConfig, TransportConfig
 from copycat.transport._endpoint import _is_loopback
 from tests.transport.conftest import Collector, append, config, endpoints, eventually
 
@@ -91,3 +91,44 @@ def test_plain_tcp_is_only_quiet_on_loopback() -> None:
     assert not _is_loopback("0.0.0.0")
     assert not _is_loopback("10.1.2.3")
     assert not _is_loopback("node1.example")
+
+
+def _bound(certs: DevCerts, node_id: int, cert_of: int | None = None) -> TLSConfig:
+    """Node `node_id`'s TLS settings with `bind_node_id`, presenting the certificate of
+    node `cert_of` (its own by default)."""
+    cert, key = certs.nodes[node_id if cert_of is None else cert_of]
+    return TLSConfig(ca_file=certs.ca_file, cert_file=cert, key_file=key, bind_node_id=True)
+
+
+@pytest.mark.asyncio
+async def test_bound_node_ids_connect_when_certificates_name_them(certs: DevCerts) -> None:
+    inbox = Collector()
+    async with endpoints(config(1, tls=_bound(certs, 1)), config(2, tls=_bound(certs, 2))) as (
+        a,
+        b,
+    ):
+        b.set_message_handler(inbox)
+        a.send(1, append(1, 2, 0))
+        await inbox.wait(1)
+        assert b.stats().refused_total == 0
+
+
+@pytest.mark.asyncio
+async def test_a_node_claiming_another_id_than_its_certificate_is_refused(
+    certs: DevCerts,
+) -> None:
+    """Node 1 holds node 3's valid certificate: with `bind_node_id`, node 2 refuses it
+    when it dials (acceptor side), and refuses to talk to it when node 2 dials it."""
+    inbox = Collector()
+    posing = TransportConfig(
+        node_id=1, cluster_name="test", tls=_bound(certs, 1, cert_of=3), reconnect_initial_s=5.0
+    )
+    async with endpoints(config(2, tls=_bound(certs, 2)), posing) as (b, impostor):
+        b.set_message_handler(inbox)
+        impostor.set_message_handler(inbox)
+        impostor.send(1, append(1, 2, 0))
+        await eventually(lambda: b.stats().refused.get("certificate", 0) >= 1)
+        b.send(1, append(2, 1, 0))
+        await eventually(lambda: b.stats().refused.get("certificate", 0) >= 2)
+        await asyncio.sleep(0.05)
+        assert inbox.items == []

@@ -52,6 +52,7 @@ _FLAG_FIELDS: Final = {
     "tls_ca_file": "tls_ca_file",
     "tls_cert_file": "tls_cert_file",
     "tls_key_file": "tls_key_file",
+    "tls_bind_node_id": "tls_bind_node_id",
     "gossip_keys": "gossip_keys",
     "insecure_plaintext_gossip": "insecure_plaintext_gossip",
     "durable": "durable",
@@ -94,6 +95,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sec.add_argument("--tls-ca-file", help="PEM of the cluster CA (with the two below: mTLS)")
     sec.add_argument("--tls-cert-file", help="PEM of this node's certificate")
     sec.add_argument("--tls-key-file", help="PEM of this node's private key")
+    sec.add_argument(
+        "--tls-bind-node-id",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="require peers' certificates to name their node id (CN node-<id>)",
+    )
     sec.add_argument(
         "--gossip-keys",
         action="append",

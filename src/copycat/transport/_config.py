@@ -51,6 +51,13 @@ class TLSConfig:
     stolen-but-valid node certificate used from another host, at the cost of issuing
     certificates whose SAN lists every address the node is dialed by."""
 
+    bind_node_id: bool = False
+    """Whether a peer's certificate must name the node id it claims in the handshake:
+    its subject common name must be `node-<id>` (what `copycat.transport` dev
+    certificates carry). Default False (any certificate the CA signed may claim any id).
+    True means a node holding one node's key cannot pose as another node; it is checked
+    by both sides, and a mismatch is refused with reason `certificate`."""
+
     def __post_init__(self) -> None:
         for name in ("ca_file", "cert_file", "key_file"):
             if not getattr(self, name):

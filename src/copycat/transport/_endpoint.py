@@ -646,6 +646,10 @@ class _Connection(asyncio.BufferedProtocol):
                 "bad_handshake", f"max_frame {max_frame} below {MIN_FRAME_BYTES}"
             )
             return
+        mismatch = self._certificate_mismatch(node)
+        if mismatch is not None:
+            self._refuse_handshake("certificate", mismatch)
+            return
         self.peer_id = node
         chosen = next((c for c in ep.codecs if c in offers), None)
         if not ep.accepts(self):
@@ -688,6 +692,8 @@ class _Connection(asyncio.BufferedProtocol):
             problem = ("bad_handshake", f"peer chose codec {codec[:20]!r} we did not offer")
         elif max_frame < MIN_FRAME_BYTES:
             problem = ("bad_handshake", f"peer max_frame {max_frame} too small")
+        elif (mismatch := self._certificate_mismatch(node)) is not None:
+            problem = ("certificate", mismatch)
         if problem is not None:
             reason_key, message = problem
             self._fail_dial(
@@ -697,6 +703,23 @@ class _Connection(asyncio.BufferedProtocol):
             return
         self._open(codec or None, max_frame)
         ep.counters.connections_dialed += 1
+
+    def _certificate_mismatch(self, node: int) -> str | None:
+        """With `TLSConfig.bind_node_id`: why the peer's certificate does not name
+        `node` (subject common name `node-<id>`), or None when it does."""
+        tls = self.ep.config.tls
+        if tls is None or not tls.bind_node_id:
+            return None
+        cert = self.transport.get_extra_info("peercert") if self.transport is not None else None
+        names = [
+            value
+            for rdn in (cert or {}).get("subject", ())
+            for key, value in rdn
+            if key == "commonName"
+        ]
+        if names != [f"node-{node}"]:
+            return f"peer claims node {node} but its certificate names {names or 'nobody'}"
+        return None
 
     def _fail_dial(self, exc: HandshakeError, count: str | None) -> None:
         if count is not None:
