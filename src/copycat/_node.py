@@ -800,6 +800,15 @@ class CopyCat:
         deadline = loop.time() + limit_s
         await self._stop_repairs()
         total = len(host.groups)
+        _, _, membership = self._parts()
+        if total and not any(m.node_id != self.node_id for m in membership.view().members):
+            log.warning(
+                "leaving: no other node in the cluster can take the %d groups; they stay on "
+                "this node's disk",
+                total,
+            )
+            await self.shutdown()
+            return
         log.info("leaving: handing %d groups over (within %.0f s)", total, limit_s)
         failed: list[int] = []
         progress = loop.create_task(self._log_leave_progress(total))
