@@ -660,11 +660,10 @@ class Host:
         (`Ready.commit_only`): so the stored commit of a group never trails a
         compaction or snapshot written for it."""
         lazy = self._lazy_hard
-        if lazy:
-            for gid, hard_state in lazy.items():
-                batch.set_hard_state(gid, hard_state)
-            lazy.clear()
+        for gid, hard_state in lazy.items():
+            batch.set_hard_state(gid, hard_state)
         self.store.commit(batch)
+        lazy.clear()  # only once written: a failed write keeps them for the next one
 
     def _applied(self, group: _Group, entries: list[Entry]) -> None:
         group.applied = entries[-1].index
@@ -704,7 +703,10 @@ class Host:
     def tick(self) -> None:
         """One tick for every group that is not quiescent."""
         if self._lazy_hard and not self._closed:
-            self._commit(WriteBatch())  # deferred commit indexes, at most a tick late
+            try:
+                self._commit(WriteBatch())  # deferred commit indexes, at most a tick late
+            except CopyCatError as exc:  # the next write carries them; ticks go on
+                log.warning("could not write deferred commit indexes: %s", exc)
         quiesce_after = self.config.quiesce_after_ticks
         settled = []
         for gid in self._awake:
