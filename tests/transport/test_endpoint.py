@@ -356,3 +356,23 @@ def test_runs_on_uvloop_when_installed() -> None:
     loop_module, seq = run(scenario())
     assert loop_module.startswith(uvloop.__name__)
     assert seq == list(range(100))
+
+
+@pytest.mark.asyncio
+async def test_flush_writes_what_is_queued_before_the_loop_turn_ends() -> None:
+    """`flush()` (for a host about to block the loop on an fsync) writes the queued
+    messages at once, in one frame, and leaves nothing for the end of the turn."""
+    inbox = Collector()
+    async with endpoints(config(1), config(2)) as (a, b):
+        b.set_message_handler(inbox)
+        a.send(1, append(1, 2, 0))
+        await inbox.wait(1)  # connected
+        frames, sent = a.stats().frames_sent, a.stats().messages_sent
+        for i in range(1, 4):
+            a.send(1, append(1, 2, i))
+        assert a.stats().messages_sent == sent  # queued until the turn ends...
+        a.flush()
+        assert a.stats().messages_sent == sent + 3  # ...or until flush()
+        assert a.stats().frames_sent == frames + 1
+        await inbox.wait(4)
+        assert [m.prev_index for _, _, m in inbox.items] == [0, 1, 2, 3]
