@@ -18,6 +18,9 @@
 # Puts are proposed concurrently, then deletes (deletes name keys whose puts were
 # acknowledged earlier), so the outcome does not depend on the order of concurrent puts.
 #
+# The command loop (reading, dispatch, error lines, exit) is `copycat.testing.worker`'s;
+# this module keeps the demo's ops and flags.
+#
 # What must not: print anything else on stdout (logs go to stderr), or end the process
 # other than through `_runtime.exit_process()`.
 """A demo node process (internal to `copycat demo`; not a public tool)."""
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Final
 from copycat.cli._hashmap import HashMap, delete_command, put_command
 from copycat.cli._runtime import StartError, exit_process, serve
 from copycat.errors import CopyCatError
+from copycat.testing.worker import Commands, emit
 from copycat.transport import run as run_loop
 
 if TYPE_CHECKING:
@@ -46,11 +49,6 @@ if TYPE_CHECKING:
 __all__: Final = ["main"]
 
 log = logging.getLogger("copycat.cli.worker")
-
-
-def emit(**event: object) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
 
 
 @dataclass
@@ -132,14 +130,29 @@ def _int(cmd: Mapping[str, object], key: str, default: int) -> int:
     return value
 
 
-async def _handle(state: _State, op: str, cmd: Mapping[str, object]) -> dict[str, object]:
-    cc = state.cc
-    if op == "members":
+async def _serve_commands(cc: CopyCat) -> None:
+    state = _State(cc=cc)
+    commands = Commands(
+        reply=lambda op, answer: {"event": "reply", "op": op, **answer},
+        error=lambda op, exc: {
+            "event": "error",
+            "op": op,
+            "message": f"{type(exc).__name__}: {exc}",
+        },
+    )
+
+    @commands.op("members")
+    async def members(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        del cmd
         return {"count": len(cc.members())}
-    if op == "allocate":
+
+    @commands.op("allocate")
+    async def allocate(cmd: Mapping[str, object]) -> Mapping[str, object]:
         ds = await cc.allocate_data_structure(replicas=_int(cmd, "replicas", 3))
         return {"id": str(ds)}
-    if op == "subscribe":
+
+    @commands.op("subscribe")
+    async def subscribe(cmd: Mapping[str, object]) -> Mapping[str, object]:
         ds_text = cmd.get("id")
         if not isinstance(ds_text, str):
             raise ValueError("'id' must be a data structure id")
@@ -149,7 +162,9 @@ async def _handle(state: _State, op: str, cmd: Mapping[str, object]) -> dict[str
         state.tasks.add(task)
         task.add_done_callback(state.tasks.discard)
         return {}
-    if op == "write":
+
+    @commands.op("write")
+    async def write(cmd: Mapping[str, object]) -> Mapping[str, object]:
         if state.sub is None:
             raise ValueError("subscribe first")
         puts = [put_command(k, v) for k, v in _pairs(cmd, "puts")]
@@ -165,7 +180,9 @@ async def _handle(state: _State, op: str, cmd: Mapping[str, object]) -> dict[str
             "elapsed_s": asyncio.get_running_loop().time() - began,
             "slowest_s": max(latencies, default=0.0),
         }
-    if op == "state":
+
+    @commands.op("state")
+    async def state_op(cmd: Mapping[str, object]) -> Mapping[str, object]:
         return {
             "size": len(state.map),
             "digest": state.map.digest(),
@@ -174,30 +191,9 @@ async def _handle(state: _State, op: str, cmd: Mapping[str, object]) -> dict[str
             "snapshots_loaded": state.snapshots_loaded,
             "malformed": state.malformed,
         }
-    raise ValueError(f"unknown op {op!r}")
 
-
-async def _serve_commands(cc: CopyCat) -> None:
-    state = _State(cc=cc)
     emit(event="ready", node_id=cc.node_id, pid=os.getpid())
-    reader = asyncio.StreamReader()
-    loop = asyncio.get_running_loop()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while True:
-        line = await reader.readline()
-        if not line:
-            return
-        op = "?"
-        try:
-            raw: object = json.loads(line)
-            if not isinstance(raw, dict) or not isinstance(raw.get("op"), str):
-                raise ValueError("a command is a JSON object with an 'op'")
-            op = str(raw["op"])
-            if op == "exit":
-                return
-            emit(event="reply", op=op, **await _handle(state, op, raw))
-        except (CopyCatError, ValueError) as exc:
-            emit(event="error", op=op, message=f"{type(exc).__name__}: {exc}")
+    await commands.serve()
 
 
 def main(argv: list[str] | None = None) -> None:
