@@ -5,28 +5,28 @@ Commands: {"op": "members"}, {"op": "allocate", "replicas": n} (n optional),
 {"op": "subscribe", "id": ds}, {"op": "propose", "prefix": p, "count": n,
 "concurrency": c}, {"op": "status"}, {"op": "leave", "timeout": s}, {"op": "exit"}.
 Events: ready, members, allocated, subscribed, commit (data), load_snapshot, acked,
-propose_failed, status, left, error.
+propose_failed, proposed, status, left, error, stopped. The command loop (and members,
+allocate) is copycat.testing.worker's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import copycat
 from copycat._config import Config
 from copycat._node import CopyCat, Subscription
 from copycat.errors import CopyCatError
 from copycat.host import LOAD_SNAPSHOT
+from copycat.testing.worker import Commands, add_node_ops, emit
 
-
-def emit(**event: object) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 async def consume(sub: Subscription, state: list[str]) -> None:
@@ -90,66 +90,64 @@ async def main() -> None:
         snapshot_keep_entries=args.snapshot_keep,
         repair_grace_s=args.repair_grace,
     )
-    subs: dict[str, Subscription] = {}
-    tasks: set[asyncio.Task[None]] = set()
     async with CopyCat(config) as cc:
         emit(event="ready", node_id=cc.node_id, pid=os.getpid())
-        reader = asyncio.StreamReader()
-        loop = asyncio.get_running_loop()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        while True:
-            line = await reader.readline()
-            if not line:
-                break
-            cmd = json.loads(line)
-            op = cmd["op"]
-            try:
-                if op == "members":
-                    emit(event="members", count=len(cc.members()))
-                elif op == "allocate":
-                    ds = await cc.allocate_data_structure(replicas=cmd.get("replicas"))
-                    emit(event="allocated", id=str(ds))
-                elif op == "subscribe":
-                    state: list[str] = []
-                    sub = await cc.subscribe(
-                        cmd["id"], lambda state=state: "|".join(state).encode()
-                    )
-                    subs[cmd["id"]] = sub
-                    task = loop.create_task(consume(sub, state))
-                    tasks.add(task)
-                    emit(event="subscribed", id=cmd["id"])
-                elif op == "propose":
-                    sub = subs[cmd["id"]]
-                    task = loop.create_task(
-                        propose_many(sub, cmd["prefix"], cmd["count"], cmd.get("concurrency", 4))
-                    )
-                    tasks.add(task)
-                elif op == "status":
-                    emit(
-                        event="status",
-                        groups={
-                            g.data_structure_id: {
-                                "role": g.raft_role.upper(),
-                                "leader": g.leader_id,
-                                "voters": list(g.voters),
-                                "learners": list(g.learners),
-                                "applied": g.applied,
-                            }
-                            for g in cc.groups()
-                        },
-                        counters=cc.counters(),
-                    )
-                elif op == "leave":
-                    await cc.leave(cmd.get("timeout"))
-                    emit(event="left")
-                    break
-                elif op == "exit":
-                    break
-            except (CopyCatError, ValueError) as exc:
-                emit(event="error", op=op, error=type(exc).__name__, message=str(exc))
+        await node_commands(cc).serve()
     emit(event="stopped")
     sys.stdout.flush()
     os._exit(0)  # kinship 0.4 may crash during interpreter teardown
+
+
+def node_commands(cc: CopyCat) -> Commands:
+    """The ops of this node: members and allocate (shared), subscribe, propose, status,
+    leave. Errors are answered as `{"event": "error", "op", "error", "message"}`."""
+    subs: dict[str, Subscription] = {}
+    tasks: set[asyncio.Task[None]] = set()
+    commands = Commands()
+    add_node_ops(commands, cc)
+
+    @commands.op("subscribe")
+    async def subscribe(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        ds = str(cmd["id"])
+        state: list[str] = []
+        sub = await cc.subscribe(ds, lambda: "|".join(state).encode())
+        subs[ds] = sub
+        tasks.add(asyncio.get_running_loop().create_task(consume(sub, state)))
+        return {"event": "subscribed", "id": ds}
+
+    @commands.op("propose")
+    async def propose(cmd: Mapping[str, object]) -> None:
+        sub = subs[str(cmd["id"])]
+        count, concurrency = cmd["count"], cmd.get("concurrency", 4)
+        assert isinstance(count, int)
+        assert isinstance(concurrency, int)
+        task = propose_many(sub, str(cmd["prefix"]), count, concurrency)
+        tasks.add(asyncio.get_running_loop().create_task(task))
+
+    @commands.op("status")
+    async def status(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        del cmd
+        groups = {
+            g.data_structure_id: {
+                "role": g.raft_role.upper(),
+                "leader": g.leader_id,
+                "voters": list(g.voters),
+                "learners": list(g.learners),
+                "applied": g.applied,
+            }
+            for g in cc.groups()
+        }
+        return {"event": "status", "groups": groups, "counters": cc.counters()}
+
+    @commands.op("leave")
+    async def leave(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        timeout = cmd.get("timeout")
+        assert timeout is None or isinstance(timeout, (int, float))
+        await cc.leave(timeout)
+        commands.stop()
+        return {"event": "left"}
+
+    return commands
 
 
 if __name__ == "__main__":
