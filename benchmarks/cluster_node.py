@@ -1,23 +1,23 @@
 """Worker process for benchmarks/cluster.py: one CopyCat node driven by JSON lines on
-stdin, answering JSON lines on stdout. Not meant to be run by hand."""
+stdin, answering JSON lines on stdout (the command loop, members and allocate are
+copycat.testing.worker's). Not meant to be run by hand."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import copycat
 from copycat import Config, CopyCat, Subscription
 from copycat.host import LOAD_SNAPSHOT
+from copycat.testing.worker import Commands, add_node_ops, emit
 
-
-def emit(**event: object) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 async def drain(sub: Subscription) -> None:
@@ -70,44 +70,59 @@ async def main() -> None:
         durable=args.durable == "yes",
         tick_interval_s=0.1,
     )
-    subs: dict[str, Subscription] = {}
-    drains: list[asyncio.Task[None]] = []
     async with CopyCat(config) as cc:
         emit(event="ready")
-        reader = asyncio.StreamReader()
-        loop = asyncio.get_running_loop()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        while line := await reader.readline():
-            cmd = json.loads(line)
-            op = cmd["op"]
-            if op == "members":
-                emit(event="members", count=len(cc.members()))
-            elif op == "allocate":
-                ds = await cc.allocate_data_structure(replicas=cmd["replicas"])
-                emit(event="allocated", id=str(ds))
-            elif op == "subscribe":
-                sub = await cc.subscribe(cmd["id"], lambda: b"")
-                subs[cmd["id"]] = sub
-                drains.append(loop.create_task(drain(sub)))
-                emit(event="subscribed")
-            elif op == "throughput":
-                rate = await throughput(subs[cmd["id"]], cmd["count"], cmd["concurrency"])
-                emit(event="throughput", per_s=rate)
-            elif op == "latency":
-                p50, p99 = await latency(subs[cmd["id"]], cmd["samples"])
-                emit(event="latency", p50_ms=p50, p99_ms=p99)
-            elif op == "idle_groups":
-                for _ in range(cmd["count"]):
-                    await cc.allocate_data_structure(replicas=1)
-                emit(event="idle_groups", count=cmd["count"])
-            elif op == "cpu":
-                t = os.times()
-                quiet = cc.counters()["quiescent_groups"]
-                emit(event="cpu", cpu_s=t.user + t.system, quiescent=quiet)
-            elif op == "exit":
-                break
+        await node_commands(cc).serve()
     emit(event="stopped")
     os._exit(0)  # kinship 0.4 may crash during interpreter teardown
+
+
+def node_commands(cc: CopyCat) -> Commands:
+    """The ops of this node: members and allocate (shared), subscribe, throughput,
+    latency, idle_groups, cpu."""
+    subs: dict[str, Subscription] = {}
+    drains: list[asyncio.Task[None]] = []
+    commands = Commands()
+    add_node_ops(commands, cc)
+
+    def arg(cmd: Mapping[str, object], key: str) -> int:
+        value = cmd[key]
+        assert isinstance(value, int)
+        return value
+
+    @commands.op("subscribe")
+    async def subscribe(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        ds = str(cmd["id"])
+        sub = await cc.subscribe(ds, lambda: b"")
+        subs[ds] = sub
+        drains.append(asyncio.get_running_loop().create_task(drain(sub)))
+        return {"event": "subscribed"}
+
+    @commands.op("throughput")
+    async def throughput_op(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        sub = subs[str(cmd["id"])]
+        rate = await throughput(sub, arg(cmd, "count"), arg(cmd, "concurrency"))
+        return {"event": "throughput", "per_s": rate}
+
+    @commands.op("latency")
+    async def latency_op(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        p50, p99 = await latency(subs[str(cmd["id"])], arg(cmd, "samples"))
+        return {"event": "latency", "p50_ms": p50, "p99_ms": p99}
+
+    @commands.op("idle_groups")
+    async def idle_groups(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        for _ in range(arg(cmd, "count")):
+            await cc.allocate_data_structure(replicas=1)
+        return {"event": "idle_groups", "count": cmd["count"]}
+
+    @commands.op("cpu")
+    async def cpu(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        del cmd
+        t = os.times()
+        quiet = cc.counters()["quiescent_groups"]
+        return {"event": "cpu", "cpu_s": t.user + t.system, "quiescent": quiet}
+
+    return commands
 
 
 if __name__ == "__main__":
