@@ -28,5 +28,11 @@ class DeliberateBugs:
     """The host sends vote responses before persisting the vote (§5.2, Figure 2).
     The core cannot do this by itself; the simulator's host loop honours it."""
 
+    ack_before_persist: bool = False
+    """The host sends every message before persisting the ready, followers'
+    acknowledgements of entries included (a leader may only count entries a follower
+    has stored, §5.3). The core cannot do this by itself; the simulator's host loop
+    honours it."""
+
 
 NO_BUGS: Final = DeliberateBugs()

@@ -45,7 +45,7 @@ import zlib
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from copycat.errors import ConfChangeError, ProposalError
+from copycat.errors import ConfChangeError, InternalError, ProposalError
 from copycat.raft import (
     ConfChange,
     ConfChangeSingle,
@@ -71,7 +71,13 @@ from copycat.raft import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-BUG_NAMES = ("double_vote", "commit_previous_term", "vote_before_persist", "unconfirmed_reads")
+BUG_NAMES = (
+    "double_vote",
+    "commit_previous_term",
+    "vote_before_persist",
+    "unconfirmed_reads",
+    "ack_before_persist",
+)
 DEFAULT_ROUNDS = 1500
 
 
@@ -490,7 +496,7 @@ class Simulation:
         if not raw.has_ready():
             return
         rd = raw.ready()
-        if self.send_early and rd.send_before_persist:
+        if (self.send_early and rd.send_before_persist) or self.opts.bugs.ack_before_persist:
             for m in rd.messages:
                 self._send(m)
             rest: list[Message] = []
@@ -745,6 +751,10 @@ class Simulation:
             self._heal_and_check_liveness()
         except SafetyViolation as exc:
             violation = exc.violation
+        except InternalError as exc:
+            # The core caught an impossible state itself (a log that contradicts what
+            # it was told was persisted, ...): a failing seed like any other.
+            violation = Violation("core invariant", self.round, str(exc))
         return SeedResult(
             seed=self.seed,
             violation=violation,
