@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, TypedDict, Unpack, cast
 
 from copycat.errors import ConfigError
+from copycat.transport._config import is_loopback
 
 if TYPE_CHECKING:
     from copycat.host import HostConfig
@@ -340,7 +341,7 @@ class Config:
             raise ConfigError("insecure_plaintext_gossip", "must be True or False")
         if self.gossip_preset not in GOSSIP_PRESETS:
             raise ConfigError("gossip_preset", f"must be one of {', '.join(GOSSIP_PRESETS)}")
-        loopback = _is_loopback(self.hostname)
+        loopback = is_loopback(self.hostname)
         if self.gossip_preset == "local" and not loopback:
             raise ConfigError(
                 "gossip_preset",
@@ -702,15 +703,6 @@ def _check_hostname(value: object) -> None:
             f"{value!r} is a wildcard address, which other nodes cannot dial; give the "
             "address this node is reachable at",
         )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _split_host_port(name: str, value: object) -> tuple[str, int]:

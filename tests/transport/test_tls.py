@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from copycat.transport import DevCerts, Endpoint, TLSConfig, TransportConfig
-from copycat.transport._endpoint import _is_loopback
+from copycat.transport._config import is_loopback
 from tests.transport.conftest import Collector, append, config, endpoints, eventually
 
 
@@ -85,12 +85,12 @@ async def test_a_plain_tcp_dialer_is_refused_by_a_tls_node(certs: DevCerts) -> N
 
 
 def test_plain_tcp_is_only_quiet_on_loopback() -> None:
-    assert _is_loopback("127.0.0.1")
-    assert _is_loopback("::1")
-    assert _is_loopback("localhost")
-    assert not _is_loopback("0.0.0.0")
-    assert not _is_loopback("10.1.2.3")
-    assert not _is_loopback("node1.example")
+    assert is_loopback("127.0.0.1")
+    assert is_loopback("::1")
+    assert is_loopback("localhost")
+    assert not is_loopback("0.0.0.0")
+    assert not is_loopback("10.1.2.3")
+    assert not is_loopback("node1.example")
 
 
 def _bound(certs: DevCerts, node_id: int, cert_of: int | None = None) -> TLSConfig:

@@ -10,12 +10,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from copycat.errors import ConfigError
+from copycat.transport._config import is_loopback
 
 Preset = Literal["local", "lan", "wan"]
 """Timing preset of the gossip protocol (kinship's presets): `local` probes every 200 ms and
@@ -60,16 +60,6 @@ def _split_host_port(field: str, value: object) -> tuple[str, int]:
     if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ConfigError(field, f"{value!r} is not 'host:port' with a port from 1 to 65535")
     return host, int(port_text)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` names the loopback interface (an IP literal or "localhost")."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import itertools
 import logging
 import random
@@ -86,7 +85,7 @@ from copycat.transport._codec import (
     new_packer,
     unpack,
 )
-from copycat.transport._config import MIB, MIN_FRAME_BYTES, TransportConfig
+from copycat.transport._config import MIB, MIN_FRAME_BYTES, TransportConfig, is_loopback
 from copycat.transport._faults import FaultHooks
 from copycat.transport._frames import (
     COMPRESSED_PREFIX,
@@ -147,15 +146,6 @@ def _array_header(n: int) -> bytes:
     if n < 1 << 16:
         return _U16.pack(0xDC, n)
     return _U32.pack(0xDD, n)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -1063,7 +1053,7 @@ class Endpoint:
         cfg = self.config
         if cfg.tls is not None:
             self.server_ssl, self._client_ssl = _ssl_contexts(cfg)
-        elif not _is_loopback(cfg.host):
+        elif not is_loopback(cfg.host):
             logger.warning(
                 "node %d listens on %s without TLS: peers are not authenticated and traffic "
                 "is readable on the network; set TransportConfig.tls outside development",
