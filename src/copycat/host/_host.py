@@ -981,61 +981,50 @@ class Host:
 
     async def add_member(self, gid: int, node_id: int, *, voter: bool) -> None:
         """On the leader: add `node_id` to group `gid` (as a learner or a voter) and
-        return once the change is applied here. Raises `NotLeaderError` elsewhere."""
+        return once the change is applied here. Raises `NotLeaderError` elsewhere.
+        A learner asked for that is already a voter stays a voter (never demote a voter
+        because a subscriber on its node joined late)."""
         group = self.group(gid)
+        if not group.raw.is_leader():
+            raise NotLeaderError(group.raw.leader_id or None)
+        await self._change_membership(
+            group,
+            add_voter(node_id) if voter else add_learner(node_id),
+            lambda conf: node_id in (conf.voters if voter else conf.members()),
+            f"adding node {node_id}",
+        )
+
+    async def remove_member(self, gid: int, node_id: int) -> None:
+        """On the leader: remove `node_id` from group `gid`; returns once applied here."""
+        await self._change_membership(
+            self.group(gid),
+            remove_node(node_id),
+            lambda conf: node_id not in conf.members(),
+            f"removing node {node_id}",
+        )
+
+    async def _change_membership(
+        self, group: _Group, change: ConfChange, done: Callable[[ConfState], bool], what: str
+    ) -> None:
+        """Propose `change` on the leader (again after another pending change applies)
+        until `done(configuration)` holds here; `NotLeaderError` when leadership is lost,
+        `ProposalTimeoutError` after `proposal_timeout_s`."""
         raw = group.raw
-        if not raw.is_leader():
-            raise NotLeaderError(raw.leader_id or None)
-        conf = raw.conf_state()
-        # A learner asked for is already there as a voter: a member is a member (never
-        # demote a voter because a subscriber on its node joined late).
-        target = conf.voters if voter else conf.members()
-        if node_id in target:
-            return
-        change: ConfChange = add_voter(node_id) if voter else add_learner(node_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.proposal_timeout_s
         proposed = False
-        for _attempt in range(1_000_000):
-            conf = raw.conf_state()
-            if node_id in (conf.voters if voter else conf.members()):
-                return
+        while not done(raw.conf_state()):
             if loop.time() > deadline:
-                raise ProposalTimeoutError(f"group {gid}: adding node {node_id} did not commit")
+                raise ProposalTimeoutError(f"group {group.gid}: {what} did not commit")
             if not raw.is_leader():
                 raise NotLeaderError(raw.leader_id or None)
             if not proposed:
                 try:
                     raw.propose_conf_change(change)
-                    self._mark(gid)
+                    self._mark(group.gid)
                     proposed = True
                 except (ConfChangeError, ProposalDroppedError):
                     pass  # another change is pending: try again after the next apply
-            group.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(group.changed.wait(), self.config.tick_interval_s * 5)
-
-    async def remove_member(self, gid: int, node_id: int) -> None:
-        """On the leader: remove `node_id` from group `gid`; returns once applied here."""
-        group = self.group(gid)
-        raw = group.raw
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.proposal_timeout_s
-        proposed = False
-        for _attempt in range(1_000_000):
-            if node_id not in raw.conf_state().members():
-                return
-            if loop.time() > deadline:
-                raise ProposalTimeoutError(f"group {gid}: removing node {node_id} did not commit")
-            if not raw.is_leader():
-                raise NotLeaderError(raw.leader_id or None)
-            if not proposed:
-                try:
-                    raw.propose_conf_change(remove_node(node_id))
-                    self._mark(gid)
-                    proposed = True
-                except (ConfChangeError, ProposalDroppedError):
-                    pass
             group.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(group.changed.wait(), self.config.tick_interval_s * 5)
