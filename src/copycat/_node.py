@@ -725,25 +725,8 @@ class CopyCat:
             # Also for an interactive learner already there: it learns the rule.
             await self._call(node_id, _START_REPLICA, encode_ints(gid, *ints))
         await host.add_member(gid, node_id, voter=False)
-        await self._wait_caught_up(gid, node_id)
+        await host.wait_caught_up(gid, node_id)
         await host.add_member(gid, node_id, voter=True)
-
-    async def _wait_caught_up(self, gid: int, node_id: int) -> None:
-        host, _, _ = self._parts()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.proposal_timeout_s
-        group = host.groups[gid]
-        while loop.time() < deadline:
-            raw = group.raw
-            if not raw.is_leader():
-                raise NotLeaderError(raw.leader_id or None)
-            progress = raw.status().progress.get(node_id)
-            if progress is not None and progress.match >= raw.status().commit:
-                return
-            group.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(group.changed.wait(), self.config.tick_interval_s * 5)
-        raise ProposalTimeoutError(f"group {gid}: node {node_id} did not catch up in time")
 
     async def _drop_if_stale(self, gid: int) -> None:
         """Ask the group's other members whether this node is still a member; drop the

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from copycat.errors import NotLeaderError
 from copycat.host import Session
 
 if TYPE_CHECKING:
@@ -58,3 +59,23 @@ async def test_learner_request_for_a_voter_does_not_demote_it(cluster: Cluster) 
     conf = cluster.hosts[leader].groups[GID].raw.conf_state()
     assert conf.voters == {1, 2, 3}
     assert not conf.learners
+
+
+@pytest.mark.asyncio
+async def test_a_new_learner_is_caught_up_before_promotion(cluster: Cluster) -> None:
+    for node_id in (1, 2, 3, 4):
+        await cluster.add(node_id)
+    leader = await cluster.start_group(GID, [1, 2, 3])
+    for i in range(20):
+        await cluster.hosts[leader].propose(GID, Session(), b"%d" % i)
+    follower = next(n for n in (1, 2, 3) if n != leader)
+    cluster.hosts[4].open_member(GID)
+    await cluster.hosts[leader].add_member(GID, 4, voter=False)
+
+    with pytest.raises(NotLeaderError):
+        await cluster.hosts[follower].wait_caught_up(GID, 4)
+    await cluster.hosts[leader].wait_caught_up(GID, 4)
+
+    assert cluster.hosts[4].groups[GID].raw.raft.log.last_index() >= (
+        cluster.hosts[leader].groups[GID].raw.raft.log.committed
+    )

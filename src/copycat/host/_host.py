@@ -1003,6 +1003,25 @@ class Host:
             f"removing node {node_id}",
         )
 
+    async def wait_caught_up(self, gid: int, node_id: int) -> None:
+        """On the leader: return once member `node_id` of group `gid` holds everything
+        committed (a learner ready to be promoted). `NotLeaderError` when leadership is
+        lost, `ProposalTimeoutError` after `proposal_timeout_s`."""
+        group = self.group(gid)
+        raw = group.raw
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.proposal_timeout_s
+        while loop.time() < deadline:
+            if not raw.is_leader():
+                raise NotLeaderError(raw.leader_id or None)
+            progress = raw.raft.tracker.progress.get(node_id)
+            if progress is not None and progress.match >= raw.raft.log.committed:
+                return
+            group.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(group.changed.wait(), self.config.tick_interval_s * 5)
+        raise ProposalTimeoutError(f"group {gid}: node {node_id} did not catch up in time")
+
     async def _change_membership(
         self, group: _Group, change: ConfChange, done: Callable[[ConfState], bool], what: str
     ) -> None:
