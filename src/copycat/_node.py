@@ -186,8 +186,6 @@ class CopyCat:
         self._watch: asyncio.Task[None] | None = None
         self._repair: asyncio.Task[None] | None = None
         self._repair_tasks: set[asyncio.Task[None]] = set()
-        self._repair_gids: set[int] = set()
-        """Groups with a repair task started and not finished."""
         self._repair_slots = asyncio.Semaphore(REPAIR_CONCURRENCY)
         self._missing_since: dict[int, float] = {}
         self._lonely_since: dict[int, float] = {}
@@ -545,7 +543,7 @@ class CopyCat:
 
     async def _repair_group(self, gid: int, live: set[int], now: float) -> None:
         host, _, _ = self._parts()
-        if gid in self._changing or gid in self._repair_gids:
+        if gid in self._changing:
             self._repair_pending = True
             return
         conf = host.groups[gid].raw.conf_state()
@@ -588,22 +586,19 @@ class CopyCat:
         after a join or a failure, thousands of groups are not changed one by one. A
         failure is logged and the group is looked at again by the next scan."""
         await self._repair_slots.acquire()
-        self._repair_gids.add(gid)
+        self._changing.add(gid)
 
         async def run() -> None:
-            self._changing.add(gid)
             try:
                 await work()
             except (CopyCatError, OSError) as exc:
                 self._repair_pending = True
                 log.warning("repair of group %s: %s", DataStructureId.from_int(gid), exc)
-            finally:
-                self._changing.discard(gid)
 
         def done(task: asyncio.Task[None]) -> None:
-            # Also for a task cancelled before it ran (shutdown, leave).
+            # Runs for a task cancelled before it started too (shutdown, leave).
             self._repair_tasks.discard(task)
-            self._repair_gids.discard(gid)
+            self._changing.discard(gid)
             self._repair_slots.release()
 
         task = asyncio.get_running_loop().create_task(run())
