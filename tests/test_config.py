@@ -267,6 +267,7 @@ def test_local_preset_is_a_small_documented_diff() -> None:
         "gossip_port": 0,
         "durable": False,
         "tick_interval_s": 0.05,
+        "repair_grace_s": 10.0,
     }
 
 

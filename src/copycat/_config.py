@@ -253,11 +253,14 @@ class Config:
     add cost without adding fault tolerance. At least 1. A single-node cluster places as
     many as it can and tops up as nodes join."""
 
-    repair_grace_s: float = 10.0
-    """Seconds a voter must stay failed (by gossip) before the groups it served get a
-    replacement replica from placement. Default 10 s, so that a brief partition or a
-    restart does not move data. Shorter restores redundancy sooner at the cost of
-    needless copies when a node only blinked. Positive."""
+    repair_grace_s: float = 300.0
+    """Seconds a voter must stay gone before the groups it served get a replacement
+    replica from placement: gossip must report its node failed, and the group's leader
+    must have heard no raft message from it, for that long each (and a replacement must
+    exist: a failure alone never shrinks a group). Default 300 s, as CockroachDB waits 5
+    minutes before it calls a store dead: a partition, a restart or a long pause does
+    not move data. Shorter restores redundancy sooner at the cost of needless copies
+    (and load) when a node only blinked. `Config.local()` uses 10 s. Positive."""
 
     gossip_preset: GossipPreset = "local"
     """Timing of failure detection: "local" (probe every 0.2 s; loopback only: tests, one
@@ -409,6 +412,8 @@ class Config:
           loses nothing: only a machine crash loses the latest writes.
         * `tick_interval_s=0.05`: loopback round trips are microseconds, so a failover in
           0.5 to 1 s keeps tests and demos quick.
+        * `repair_grace_s=10`: a killed node's replicas are rebuilt within seconds, so a
+          demo shows repair; on one machine a node that is gone for 10 s is really gone.
 
         Pass `data_dir` (a fresh temporary directory per node, for example
         `tempfile.mkdtemp()`): nodes must not share one. Nothing is created here.
@@ -418,6 +423,7 @@ class Config:
             "gossip_port": 0,
             "durable": False,
             "tick_interval_s": 0.05,
+            "repair_grace_s": 10.0,
         }
         settings.update(overrides)
         return cls(**settings)

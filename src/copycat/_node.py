@@ -24,25 +24,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-import msgpack
-
 from copycat._ids import DataStructureId
 from copycat.errors import (
     BrokenError,
     ClosedError,
+    ClusterUnreachableError,
     CopyCatError,
-    NotEnoughNodesError,
     NotLeaderError,
     PeerUnreachableError,
     ProposalTimeoutError,
 )
-from copycat.host import Host, LoadSnapshot, Session, decode_ints, encode_ints
+from copycat.host import (
+    Host,
+    LoadSnapshot,
+    Method,
+    Repair,
+    RepairConfig,
+    ReplicaRule,
+    Session,
+    Tombstones,
+    decode_flag,
+    decode_ints,
+    encode_flag,
+    encode_ints,
+)
 from copycat.membership import (
     DirectoryEntry,
     MemberFailed,
@@ -53,11 +63,11 @@ from copycat.membership import (
     Membership,
     Role,
 )
-from copycat.placement import NodeInfo, PlacementRule, Topology, place
+from copycat.placement import PlacementRule, place
 from copycat.transport import Endpoint
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Sequence
     from pathlib import Path
     from types import TracebackType
 
@@ -67,59 +77,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("copycat")
 
-_CREATE_GROUP: Final = "copycat.create_group"
-_START_REPLICA: Final = "copycat.start_replica"
-_ADD_MEMBER: Final = "copycat.add_member"
-_LOOKUP: Final = "copycat.lookup_group"
-_IS_MEMBER: Final = "copycat.is_member"
-_HAND_OVER: Final = "copycat.hand_over"
-
 DEFAULT_LEAVE_TIMEOUT_S: Final = 120.0
 """How long `CopyCat.leave()` hands replicas over, when not told, before it gives up on
 the groups left and shuts down anyway."""
 LEAVE_CONCURRENCY: Final = 8
 """Groups `leave()` hands over at once."""
-REPAIR_CONCURRENCY: Final = 16
-"""Groups whose membership the repair scan changes at once (repair, top-up)."""
-_RULE_FORMAT: Final = 1
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaRule:
-    """The replicas a group asks for, fixed for its life: `replicas` in total, over
-    `data_center_replicas` data centers (None: as many as the cluster has)."""
-
-    replicas: int
-    data_center_replicas: int | None = None
-
-    def encode(self) -> bytes:
-        """The group metadata record (msgpack `[format, replicas, dc replicas or 0]`)."""
-        packed: bytes = msgpack.packb([_RULE_FORMAT, self.replicas, self.data_center_replicas or 0])
-        return packed
-
-    @staticmethod
-    def decode(data: bytes | None) -> ReplicaRule | None:
-        """The rule of a metadata record; None for none, or one this code cannot read
-        (such a group is never topped up)."""
-        if not data:
-            return None
-        try:
-            fmt, replicas, dc = msgpack.unpackb(data)
-        except (ValueError, TypeError, msgpack.UnpackException):
-            return None
-        if fmt != _RULE_FORMAT or not isinstance(replicas, int) or not isinstance(dc, int):
-            return None
-        if replicas < 1 or dc < 0:
-            return None
-        return ReplicaRule(replicas, dc or None)
-
-    def ints(self) -> tuple[int, int]:
-        """The rule as a control request carries it (0: no rule; no data center count)."""
-        return self.replicas, self.data_center_replicas or 0
-
-    @staticmethod
-    def from_ints(replicas: int, dc: int) -> ReplicaRule | None:
-        return ReplicaRule(replicas, dc or None) if replicas else None
+DIRECTORY_WAIT_S: Final = 10.0
+"""How long a subscribe to an id that nobody seems to host waits for the cluster's
+directory to settle before it decides."""
 
 
 def _load_node_id(path: Path, configured: int | None) -> int:
@@ -184,19 +149,17 @@ class CopyCat:
         self._endpoint: Endpoint | None = None
         self._membership: Membership | None = None
         self._watch: asyncio.Task[None] | None = None
-        self._repair: asyncio.Task[None] | None = None
-        self._repair_tasks: set[asyncio.Task[None]] = set()
-        self._repair_slots = asyncio.Semaphore(REPAIR_CONCURRENCY)
-        self._missing_since: dict[int, float] = {}
-        self._lonely_since: dict[int, float] = {}
-        self._scanned_generation = -1
-        self._scanned_at = 0.0
-        self._repair_pending = False
-        """A scan changed a group that may need more (a top-up one replica at a time)."""
-        self._changing: set[int] = set()
-        """Groups whose membership this node is changing (repair, top-up, hand-over)."""
+        self._repair: Repair | None = None
+        self._tombstones: Tombstones | None = None
+        self._cluster_seen = False
+        """Whether this node has reached the cluster it was told to join (always, for a
+        node told to start one: an empty `peers_to_contact`)."""
+        self._known: set[int] = set()
+        """Nodes seen live since start, less those that left on purpose: the quorum a
+        node needs to see before it decides that nobody hosts an id."""
         self._leaving = False
         self._subscriptions: dict[int, Subscription] = {}
+        self._rejoins: dict[int, asyncio.Task[None]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -233,24 +196,51 @@ class CopyCat:
         endpoint = Endpoint(cfg.transport_config(self.node_id))
         await endpoint.start()
         self._endpoint = endpoint
+        self._tombstones = Tombstones(cfg.node_id_file.parent / "tombstones")
         host = Host(cfg.host_config(self.node_id), store, endpoint)
         self._host = host
-        endpoint.register_request_handler(_CREATE_GROUP, self._serve_create_group)
-        endpoint.register_request_handler(_START_REPLICA, self._serve_start_replica)
-        endpoint.register_request_handler(_LOOKUP, self._serve_lookup)
-        endpoint.register_request_handler(_IS_MEMBER, self._serve_is_member)
-        endpoint.register_request_handler(_HAND_OVER, self._serve_hand_over)
         membership = Membership(
             cfg.membership_config(self.node_id, transport_port=endpoint.address[1])
         )
+        repair = Repair(
+            RepairConfig(
+                node_id=self.node_id,
+                repair_grace_s=cfg.repair_grace_s,
+                scan_interval_s=max(1.0, cfg.tick_interval_s * 10),
+                replicas=cfg.replicas,
+            ),
+            host,
+            call=self._call,
+            view=membership.view,
+            locate=self._hosts_of,
+            publish=lambda gid: self._publish(upsert=[gid]),
+            on_removed=self._member_removed,
+        )
+        self._repair = repair
+        host.on_removed = lambda gid: self._member_removed(gid, "it applied its own removal")
+        endpoint.register_request_handler(Method.CREATE_GROUP, self._serve_create_group)
+        endpoint.register_request_handler(Method.START_REPLICA, self._serve_start_replica)
+        endpoint.register_request_handler(Method.LOOKUP, self._serve_lookup)
+        endpoint.register_request_handler(Method.MEMBERSHIP_PROOF, repair.serve_membership_proof)
+        endpoint.register_request_handler(Method.HAND_OVER, self._serve_hand_over)
         await membership.start()
         self._membership = membership
+        self._note_members()
+        if not cfg.peers_to_contact:
+            self._cluster_seen = True
+        elif not self._cluster_seen:
+            log.warning(
+                "none of peers_to_contact (%s) answered: this node creates no group and "
+                "serves no new subscription until it reaches the cluster; retrying (check "
+                "the addresses, the cluster name and the gossip keys on both sides)",
+                ", ".join(cfg.peers_to_contact),
+            )
         await host.start()
         self._publish(upsert=list(host.groups))
         self._sync_peers()
         loop = asyncio.get_running_loop()
         self._watch = loop.create_task(self._watch_membership())
-        self._repair = loop.create_task(self._repair_loop())
+        repair.start()
 
     async def shutdown(self) -> None:
         """Leave the cluster and stop. Subscriptions are closed (their members stay)."""
@@ -262,7 +252,12 @@ class CopyCat:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        await self._stop_repairs()
+        if self._repair is not None:
+            await self._repair.stop()
+        for task in list(self._rejoins.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for sub in list(self._subscriptions.values()):
             sub._detach()
         await self._close_parts()
@@ -311,13 +306,14 @@ class CopyCat:
         """The raft groups this node hosts a member of, sorted by group id."""
         host, _, membership = self._parts()
         out = []
-        for gid, group in sorted(host.groups.items()):
-            raft = group.raw.status()
-            conf = raft.conf_state
+        for gid in sorted(host.groups):
+            status = host.group_status(gid)
+            if status is None:
+                continue
             ds = str(DataStructureId.from_int(gid))
-            if group.feed is not None and not group.feed.closed:
+            if status.subscribed:
                 member = "subscriber"
-            elif self.node_id in conf.learners:
+            elif self.node_id in status.learners:
                 member = "learner"
             else:
                 member = "voter"
@@ -325,13 +321,13 @@ class CopyCat:
                 GroupInfo(
                     data_structure_id=ds,
                     member=member,
-                    raft_role=raft.role.name.lower(),
-                    leader_id=raft.leader_id,
-                    term=raft.term,
-                    commit=raft.commit,
-                    applied=group.applied,
-                    voters=tuple(sorted(conf.voters)),
-                    learners=tuple(sorted(conf.learners)),
+                    raft_role=status.role.name.lower(),
+                    leader_id=status.leader_id,
+                    term=status.term,
+                    commit=status.commit,
+                    applied=status.applied,
+                    voters=tuple(sorted(status.voters)),
+                    learners=tuple(sorted(status.learners)),
                     replicas_on=tuple(sorted({r.node_id for r in membership.locate(ds)})),
                 )
             )
@@ -352,14 +348,51 @@ class CopyCat:
                 host, port = _split_address(member.transport_address)
                 endpoint.add_peer(member.node_id, host, port)
 
+    def _note_members(self) -> None:
+        """Remember the nodes seen live; the first other one means the cluster is
+        reached."""
+        _, _, membership = self._parts()
+        for member in membership.view().members:
+            self._known.add(member.node_id)
+            if member.node_id != self.node_id and not self._cluster_seen:
+                self._cluster_seen = True
+                if self.config.peers_to_contact:
+                    log.info("reached the cluster (node %d answered)", member.node_id)
+
+    def _hosts_of(self, gid: int) -> set[int]:
+        _, _, membership = self._parts()
+        return {r.node_id for r in membership.locate(str(DataStructureId.from_int(gid)))}
+
+    async def _need_cluster(self, what: str) -> None:
+        """Wait (up to `proposal_timeout_s`) until this node has reached the cluster it
+        was told to join; `ClusterUnreachableError` otherwise. A node that cannot see
+        its cluster must not create groups: the cluster may hold them already."""
+        if self._cluster_seen:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.proposal_timeout_s
+        while not self._cluster_seen:
+            if loop.time() >= deadline:
+                raise ClusterUnreachableError(
+                    f"{what}: none of peers_to_contact "
+                    f"({', '.join(self.config.peers_to_contact)}) answered within "
+                    f"{self.config.proposal_timeout_s:.0f} s; this node creates nothing "
+                    "until it reaches its cluster (check the addresses, the cluster name "
+                    "and the gossip keys)"
+                )
+            await asyncio.sleep(self.config.tick_interval_s * 5)
+
     async def _watch_membership(self) -> None:
         _, _, membership = self._parts()
         host = self._host
         async for event in membership.events():
+            if isinstance(event, MemberLeft):
+                self._known.discard(event.member.node_id)
             if host is not None and isinstance(event, MemberFailed | MemberLeft):
                 host.node_failed(event.member.node_id)
             elif host is not None and isinstance(event, MemberJoined | MemberRecovered):
                 host.node_recovered(event.member.node_id)
+                self._note_members()
             try:
                 self._sync_peers()
             except (CopyCatError, ValueError) as exc:
@@ -369,13 +402,12 @@ class CopyCat:
         host, _, membership = self._parts()
         entries = []
         for gid in upsert:
-            group = host.groups.get(gid)
-            if group is None:
+            status = host.group_status(gid)
+            if status is None:
                 continue
-            cs = group.raw.conf_state()
-            if group.feed is not None:
+            if status.subscribed:
                 role = Role.INTERACTIVE
-            elif self.node_id in cs.learners:
+            elif self.node_id in status.learners:
                 role = Role.LEARNER
             else:
                 role = Role.VOTER
@@ -400,12 +432,15 @@ class CopyCat:
         """A new, unique data structure id (a ULID)."""
         return DataStructureId.new()
 
-    def _topology(self) -> Topology:
-        _, _, membership = self._parts()
-        return Topology.of(
-            NodeInfo(node_id=m.node_id, data_center=m.data_center, rack=m.rack)
-            for m in membership.view().members
-        )
+    def _repairer(self) -> Repair:
+        self._parts()
+        assert self._repair is not None
+        return self._repair
+
+    def _tombstoned(self) -> Tombstones:
+        self._parts()
+        assert self._tombstones is not None
+        return self._tombstones
 
     async def allocate_data_structure(
         self, *, replicas: int | None = None, data_center_replicas: int | None = None
@@ -417,8 +452,12 @@ class CopyCat:
         names what was asked and what exists. Without it, the group gets
         `Config.replicas` or as many as the cluster has nodes, whichever is fewer (a
         single node works out of the box; the repair loop tops groups up as nodes join).
+        A node told to join a cluster (`peers_to_contact`) that has reached nobody yet
+        waits up to `proposal_timeout_s`, then raises `ClusterUnreachableError`.
         """
-        topology = self._topology()
+        await self._need_cluster("allocate_data_structure")
+        repair = self._repairer()
+        topology = repair.topology()
         asked = ReplicaRule(
             self.config.replicas if replicas is None else replicas, data_center_replicas
         )
@@ -444,15 +483,23 @@ class CopyCat:
                 host.open_member(gid, meta=rule.encode())
                 self._publish(upsert=[gid])
             else:
-                await self._call(node_id, _START_REPLICA, encode_ints(gid, *rule.ints()))
+                await self._call(node_id, Method.START_REPLICA, encode_ints(gid, *rule.ints()))
         if creator == self.node_id:
             self._create_local(gid, voters, rule)
         else:
-            await self._call(creator, _CREATE_GROUP, encode_ints(gid, *rule.ints(), *voters))
+            await self._call(creator, Method.CREATE_GROUP, encode_ints(gid, *rule.ints(), *voters))
 
     def _create_local(self, gid: int, voters: list[int], rule: ReplicaRule | None) -> None:
+        """Bootstrap group `gid` here, unless this node has (or had) a member with state:
+        a group is created once, and never again under the same id (tombstones)."""
         host, _, _ = self._parts()
-        if gid not in host.groups or host.is_blank(gid):
+        if gid in self._tombstoned():
+            raise CopyCatError(
+                f"group {DataStructureId.from_int(gid)} was hosted on node {self.node_id} "
+                "before: it is never created again here (it may live on elsewhere)"
+            )
+        status = host.group_status(gid)
+        if status is None or status.blank:
             host.create_group(gid, voters, meta=None if rule is None else rule.encode())
             host.campaign(gid)
             self._publish(upsert=[gid])
@@ -485,274 +532,63 @@ class CopyCat:
         self._publish(upsert=[gid])
         return b""
 
-    def _rule_of(self, gid: int) -> ReplicaRule | None:
+    # -- removal of this node's member -------------------------------------------------------
+
+    def _member_removed(self, gid: int, why: str) -> None:
+        """This node's member of `gid` is no longer in the group (`why` says how that is
+        known: from its own log, or from a proof by the group's leader). A detached
+        replica is deleted and the id tombstoned; a subscription's member starts over
+        empty and rejoins through the leader, its stream going on (see `_rejoin`)."""
+        if self._closed:
+            return
         host, _, _ = self._parts()
-        return ReplicaRule.decode(host.group_meta(gid))
-
-    # -- repair ----------------------------------------------------------------------------
-
-    async def _repair_loop(self) -> None:
-        """Every second: groups this node leads replace voters that gossip has reported
-        failed for `repair_grace_s` (one membership change at a time: the replacement
-        joins as a learner, is promoted once caught up, then the dead voter is removed),
-        and gain voters, one at a time, while they have fewer than their replica rule
-        asks and placement can now give more (top-up); members this node hosts that
-        cannot find a leader ask whether they are still members, dropping their replica
-        when they are not (a node back from the dead)."""
-        while True:
-            await asyncio.sleep(max(1.0, self.config.tick_interval_s * 10))
-            try:
-                await self._repair_once()
-            except (CopyCatError, OSError) as exc:
-                log.warning("repair: %s", exc)
-
-    async def _repair_once(self) -> None:
-        host, _, membership = self._parts()
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        view = membership.view()
-        # Scanning every group costs with thousands of them: scan when membership
-        # changed, while something is pending, and every 30 s as a safety net.
-        if (
-            view.generation == self._scanned_generation
-            and not self._missing_since
-            and not self._lonely_since
-            and not self._repair_pending
-            and now - self._scanned_at < 30.0
-        ):
+        status = host.group_status(gid)
+        if status is None:
             return
-        self._scanned_generation = view.generation
-        self._scanned_at = now
-        self._repair_pending = False
-        live = {m.node_id for m in view.members}
-        for node_id in list(self._missing_since):
-            if node_id in live:
-                del self._missing_since[node_id]
-        for gid, group in list(host.groups.items()):
-            raw = group.raw
-            if raw.is_leader():
-                self._lonely_since.pop(gid, None)
-                await self._repair_group(gid, live, now)
-            elif raw.leader_id == 0:
-                since = self._lonely_since.setdefault(gid, now)
-                if now - since >= self.config.repair_grace_s:
-                    self._lonely_since[gid] = now
-                    await self._drop_if_stale(gid)
-            else:
-                self._lonely_since.pop(gid, None)
-
-    async def _repair_group(self, gid: int, live: set[int], now: float) -> None:
-        host, _, _ = self._parts()
-        if gid in self._changing:
-            self._repair_pending = True
-            return
-        conf = host.groups[gid].raw.conf_state()
-        if conf.is_joint():
-            return
-        dead = sorted(v for v in conf.voters if v not in live)
-        for node_id in dead:
-            self._missing_since.setdefault(node_id, now)
-        expired = [v for v in dead if now - self._missing_since[v] >= self.config.repair_grace_s]
-        # A failed node's learner (a subscriber that died with it) is only removed: the
-        # leader would otherwise keep sending to it for the group's whole life.
-        dead_learners = sorted(n for n in conf.learners if n not in live)
-        for node_id in dead_learners:
-            self._missing_since.setdefault(node_id, now)
-        expired_learners = [
-            n for n in dead_learners if now - self._missing_since[n] >= self.config.repair_grace_s
-        ]
         ds = DataStructureId.from_int(gid)
-        work: Callable[[], Awaitable[object]]
-        if expired:
-            log.info("group %s: replacing failed node %d", ds, expired[0])
-            work = functools.partial(self._replace_voter, gid, expired[0], exclude=dead)
-        elif expired_learners:
-            log.info("group %s: removing the learner of failed node %d", ds, expired_learners[0])
-            work = functools.partial(host.remove_member, gid, expired_learners[0])
-            self._repair_pending = len(expired_learners) > 1
-        elif not dead:
-            newcomer = self._top_up_candidate(gid)
-            if newcomer is None:
-                return
-            work = functools.partial(self._add_voter, gid, newcomer, self._rule_of(gid))
-            self._repair_pending = True  # one voter at a time: look again next scan
-        else:
+        sub = self._subscriptions.get(gid)
+        if sub is None or self._leaving:
+            if sub is not None:
+                sub._detach()
+            if not status.blank:
+                self._tombstoned().add(gid)
+            host.drop_group(gid)
+            self._publish(remove=[gid])
+            log.info("group %s: this node's replica was removed (%s); deleted here", ds, why)
             return
-        await self._start_repair(gid, work)
-
-    async def _start_repair(self, gid: int, work: Callable[[], Awaitable[object]]) -> None:
-        """Run one group's membership change in the background, at most
-        `REPAIR_CONCURRENCY` at once (the scan waits for a slot, not for the change):
-        after a join or a failure, thousands of groups are not changed one by one. A
-        failure is logged and the group is looked at again by the next scan."""
-        await self._repair_slots.acquire()
-        self._changing.add(gid)
-
-        async def run() -> None:
-            try:
-                await work()
-            except (CopyCatError, OSError) as exc:
-                self._repair_pending = True
-                log.warning("repair of group %s: %s", DataStructureId.from_int(gid), exc)
-
-        def done(task: asyncio.Task[None]) -> None:
-            # Runs for a task cancelled before it started too (shutdown, leave).
-            self._repair_tasks.discard(task)
-            self._changing.discard(gid)
-            self._repair_slots.release()
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._repair_tasks.add(task)
-        task.add_done_callback(done)
-
-    async def _stop_repairs(self) -> None:
-        for task in [self._repair, *self._repair_tasks]:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._repair = None
-
-    def _place(
-        self,
-        ds: DataStructureId,
-        count: int,
-        rule: ReplicaRule | None,
-        *,
-        exclude: Sequence[int] = (),
-        current: Sequence[int] = (),
-    ) -> tuple[int, ...]:
-        """Placement of `count` replicas under the group's rule: its data center count
-        when it has one (capped at `count`), else, or when that cannot be kept, spread
-        as the view allows. Raises `NotEnoughNodesError`."""
-        topology = self._topology()
-        dc = None if rule is None else rule.data_center_replicas
-        if dc is not None:
-            try:
-                return place(
-                    str(ds),
-                    topology,
-                    PlacementRule(replicas=count, data_center_replicas=min(dc, count)),
-                    exclude=exclude,
-                    current=current,
-                )
-            except NotEnoughNodesError:
-                pass
-        return place(
-            str(ds), topology, PlacementRule(replicas=count), exclude=exclude, current=current
-        )
-
-    async def _replace_voter(
-        self, gid: int, victim: int, *, exclude: Sequence[int], remove: bool = True
-    ) -> bool:
-        """On the leader: bring in a replacement for voter `victim` (placement keeps the
-        other voters and avoids `exclude` and the victim), then remove the victim. With
-        `remove=False` only the replacement is added (a lone leader leaving). Returns
-        whether a replacement was found (the victim is removed all the same)."""
-        host, _, _ = self._parts()
-        conf = host.group(gid).raw.conf_state()
-        ds = DataStructureId.from_int(gid)
-        others = [v for v in conf.voters if v != victim]
-        rule = self._rule_of(gid)
-        try:
-            target = self._place(
-                ds,
-                max(1, len(conf.voters) if remove else len(others) + 1),
-                rule,
-                exclude=sorted({*exclude, victim}),
-                current=others,
+        if gid in self._rejoins:
+            return
+        log.warning("group %s: this node's member was removed (%s); rejoining", ds, why)
+        self._tombstoned().add(gid)
+        host.reset_member(gid)
+        sub._report(
+            BrokenError(
+                f"{ds}: this node's member was removed from the group ({why}); it rejoins "
+                "through the leader and the stream goes on (LOAD_SNAPSHOT if it starts "
+                "from a snapshot), nothing skipped or repeated"
             )
-        except NotEnoughNodesError as exc:
-            if not remove:
-                raise
-            log.warning("group %s: no node can replace node %d: %s", ds, victim, exc)
-            newcomers: list[int] = []
-        else:
-            newcomers = [n for n in target if n not in conf.voters]
-        if newcomers:
-            log.info("group %s: node %d takes the place of node %d", ds, newcomers[0], victim)
-            await self._add_voter(gid, newcomers[0], rule)
-        if remove:
-            # Without a replacement the victim goes all the same: a group of the
-            # survivors keeps quorum better than one that counts an absent node.
-            await host.remove_member(gid, victim)
-            log.info("group %s: removed node %d", ds, victim)
-        return bool(newcomers)
-
-    def _top_up_candidate(self, gid: int) -> int | None:
-        """On the leader: the node to add as one more voter when the group has fewer
-        than its rule asks and placement (keeping the voters) can give more now; None
-        otherwise, and for a group without a stored rule."""
-        host, _, _ = self._parts()
-        rule = self._rule_of(gid)
-        conf = host.group(gid).raw.conf_state()
-        have = len(conf.voters)
-        if rule is None or have >= rule.replicas:
-            return None
-        ds = DataStructureId.from_int(gid)
-        for count in range(rule.replicas, have, -1):
-            try:
-                target = self._place(ds, count, rule, current=sorted(conf.voters))
-            except NotEnoughNodesError:
-                continue
-            newcomers = [n for n in target if n not in conf.voters]
-            if not newcomers:
-                return None
-            log.info(
-                "group %s: topping up from %d to %d voters (asked %d): adding node %d",
-                ds,
-                have,
-                have + 1,
-                rule.replicas,
-                newcomers[0],
-            )
-            return newcomers[0]
-        return None
-
-    async def _add_voter(self, gid: int, node_id: int, rule: ReplicaRule | None) -> None:
-        """On the leader: start a member of `gid` on `node_id` (passing the group's rule
-        on), add it as a learner, and promote it once it has caught up."""
-        host, _, _ = self._parts()
-        ints = (0, 0) if rule is None else rule.ints()
-        if node_id == self.node_id:
-            host.open_member(gid, meta=None if rule is None else rule.encode())
-        else:
-            # Also for an interactive learner already there: it learns the rule.
-            await self._call(node_id, _START_REPLICA, encode_ints(gid, *ints))
-        await host.add_member(gid, node_id, voter=False)
-        await host.wait_caught_up(gid, node_id)
-        await host.add_member(gid, node_id, voter=True)
-
-    async def _drop_if_stale(self, gid: int) -> None:
-        """Ask the group's other members whether this node is still a member; drop the
-        replica when a leader says it is not."""
-        host, _, membership = self._parts()
-        ds = DataStructureId.from_int(gid)
-        others = {r.node_id for r in membership.locate(str(ds))} | set(
-            host.groups[gid].raw.conf_state().members()
         )
-        others.discard(self.node_id)
-        for node_id in sorted(others):
-            try:
-                reply = await self._call(node_id, _IS_MEMBER, encode_ints(gid, self.node_id))
-            except CopyCatError:
-                continue
-            if reply == b"\x00":
-                log.info("group %s: this node is no longer a member; dropping its replica", ds)
-                host.drop_group(gid)
-                self._publish(remove=[gid])
-                return
-            if reply == b"\x01":
-                return
+        task = asyncio.get_running_loop().create_task(self._rejoin(gid, sub))
+        self._rejoins[gid] = task
+        task.add_done_callback(lambda _t: self._rejoins.pop(gid, None))
 
-    async def _serve_is_member(self, peer: int, body: bytes) -> bytes:
-        """b"\x01" member, b"\x00" not a member (answered by the leader only), b"" unknown."""
-        gid, node_id = decode_ints(body, 2)
-        host, _, _ = self._parts()
-        group = host.groups.get(gid)
-        if group is None or not group.raw.is_leader():
-            return b""
-        return b"\x01" if node_id in group.raw.conf_state().members() else b"\x00"
+    async def _rejoin(self, gid: int, sub: Subscription) -> None:
+        """Join group `gid` again as a learner for subscription `sub`, until it is a
+        member or the subscription is closed, reporting each failed round on its
+        `errors()`."""
+        pause = max(1.0, self.config.tick_interval_s * 20)
+        while not sub._closed and not self._closed:
+            hosts = sorted(self._hosts_of(gid) - {self.node_id})
+            if not hosts:
+                hosts = await self._ask_who_hosts(gid)
+            if hosts:
+                try:
+                    await self._join_as_learner(gid, hosts)
+                    log.info("group %s: rejoined", DataStructureId.from_int(gid))
+                    return
+                except CopyCatError as exc:
+                    sub._report(exc)
+            await asyncio.sleep(pause)
 
     # -- graceful leave --------------------------------------------------------------------
 
@@ -776,7 +612,8 @@ class CopyCat:
         limit_s = DEFAULT_LEAVE_TIMEOUT_S if timeout_s is None else timeout_s
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit_s
-        await self._stop_repairs()
+        repair = self._repairer()
+        await repair.stop()
         total = len(host.groups)
         _, _, membership = self._parts()
         if total and not any(m.node_id != self.node_id for m in membership.view().members):
@@ -828,6 +665,7 @@ class CopyCat:
     async def _hand_over(self, gid: int, deadline: float) -> bool:
         """Get this node out of group `gid`, replaced, by `deadline`; True when done."""
         host, _, membership = self._parts()
+        repair = self._repairer()
         loop = asyncio.get_running_loop()
         ds = DataStructureId.from_int(gid)
         pause = self.config.tick_interval_s * 5
@@ -853,16 +691,16 @@ class CopyCat:
                 if raw.is_leader():
                     live = {m.node_id for m in membership.view().members}
                     others = [v for v in conf.voters if v != me and v in live]
-                    if conf.is_joint() or gid in self._changing:
+                    if conf.is_joint() or gid in repair.changing:
                         await asyncio.sleep(pause)
                         continue
                     if not others:
                         # A lone voter: its replacement joins first, then leads.
-                        self._changing.add(gid)
+                        repair.changing.add(gid)
                         try:
-                            await self._replace_voter(gid, me, exclude=(me,), remove=False)
+                            await repair.replace_voter(gid, me, exclude=(me,), remove=False)
                         finally:
-                            self._changing.discard(gid)
+                            repair.changing.discard(gid)
                         continue
                     progress = raw.status().progress
                     to = max(others, key=lambda v: (progress[v].match if v in progress else 0, -v))
@@ -875,12 +713,12 @@ class CopyCat:
                     continue
                 reply = await self._call(
                     leader,
-                    _HAND_OVER,
+                    Method.HAND_OVER,
                     encode_ints(gid, me),
                     timeout_s=max(1.0, deadline - loop.time()),
                 )
                 self._drop_handed_over(gid)
-                if reply == b"\x00":
+                if not decode_flag(reply):
                     log.warning(
                         "leaving: group %s: no node could take this replica; the group "
                         "goes on with one voter less (topped up when a node joins)",
@@ -903,13 +741,14 @@ class CopyCat:
         sub = self._subscriptions.get(gid)
         if sub is not None:
             sub._detach()
+        self._tombstoned().add(gid)
         host.drop_group(gid)
         self._publish(remove=[gid])
 
     async def _serve_hand_over(self, peer: int, body: bytes) -> bytes:
         """On the leader of a group: node `leaving` goes. A voter is replaced first (as
         repair does, without waiting for any grace), a learner is just removed. Answers
-        b"" when done, b"\x00" when done but no node could take the voter's place."""
+        whether a node took the voter's place (`encode_flag`; a learner: True)."""
         gid, leaving = decode_ints(body, 2)
         host, _, membership = self._parts()
         raw = host.group(gid).raw
@@ -919,25 +758,27 @@ class CopyCat:
             raise CopyCatError("the leader does not hand itself over: transfer leadership first")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.proposal_timeout_s
-        while gid in self._changing:
+        repair = self._repairer()
+        while gid in repair.changing:
             if loop.time() > deadline:
                 raise ProposalTimeoutError(f"group {gid}: another membership change is under way")
             await asyncio.sleep(self.config.tick_interval_s * 5)
-        self._changing.add(gid)
+        repair.changing.add(gid)
         try:
             conf = raw.conf_state()
             if leaving not in conf.members():
-                return b""
+                return encode_flag(True)
             if leaving not in conf.voters:
                 await host.remove_member(gid, leaving)
-                return b""
+                return encode_flag(True)
             live = {m.node_id for m in membership.view().members}
             dead = [v for v in conf.voters if v not in live]
             log.info("group %s: node %d leaves", DataStructureId.from_int(gid), leaving)
-            replaced = await self._replace_voter(gid, leaving, exclude=dead)
+            # Leaving is on purpose: without a replacement the group shrinks.
+            replaced = await repair.replace_voter(gid, leaving, exclude=dead, shrink=True)
         finally:
-            self._changing.discard(gid)
-        return b"" if replaced else b"\x00"
+            repair.changing.discard(gid)
+        return encode_flag(replaced)
 
     # -- subscriptions ---------------------------------------------------------------------
 
@@ -948,7 +789,12 @@ class CopyCat:
     ) -> Subscription:
         """Join the data structure's group with an interactive member on this node (or
         attach to the member this node already hosts) and return the subscription.
-        Subscribing to an id no live node hosts starts a new group for it."""
+
+        Subscribing to an id no live node hosts starts a new group for it, but only when
+        this node can tell that nobody hosts it: it has reached its cluster, holds the
+        directory of a majority of the nodes it knows, and a majority answered that they
+        host no member; and never for an id this node hosted before. Otherwise it raises
+        `ClusterUnreachableError` (after up to `proposal_timeout_s`): one group per id."""
         host, _, membership = self._parts()
         ds = (
             data_structure_id
@@ -959,13 +805,20 @@ class CopyCat:
         if gid in self._subscriptions:
             raise CopyCatError(f"{ds} already has a subscription on this node")
         if gid not in host.groups:
-            await self._await_directory()
+            await self._need_cluster(f"subscribe({ds})")
+            await self._await_directory(f"subscribe({ds})")
             hosts = [r.node_id for r in membership.locate(str(ds)) if r.node_id != self.node_id]
             if not hosts:
                 # The directory may not have converged yet (an allocation a moment ago):
                 # ask every live node before starting a group, never a second one.
-                hosts = await self._ask_who_hosts(gid)
+                hosts = await self._ask_who_hosts(gid, need_quorum=True)
             if not hosts:
+                if gid in self._tombstoned():
+                    raise ClusterUnreachableError(
+                        f"subscribe({ds}): no live node hosts it, and this node hosted it "
+                        "before, so it is not created again (its group may live on nodes "
+                        "out of reach); retry once they are back"
+                    )
                 hosts = await self._start_for_subscriber(ds)
             if self.node_id not in hosts:
                 await self._join_as_learner(gid, hosts)
@@ -975,54 +828,79 @@ class CopyCat:
         self._publish(upsert=[gid])
         return sub
 
-    async def _await_directory(self, timeout_s: float = 10.0) -> None:
-        """Before deciding that nobody hosts a data structure: a node that was given
-        peers waits (bounded) until it sees one, and until it holds the directory every
-        member it sees advertises."""
+    def _quorum_of_known(self, count: int) -> bool:
+        """Whether `count` nodes (this one included) are a majority of the nodes this
+        node knows of."""
+        return count > len(self._known | {self.node_id}) // 2
+
+    async def _await_directory(self, what: str) -> None:
+        """Before deciding that nobody hosts a data structure: wait (up to
+        `DIRECTORY_WAIT_S`) until this node holds the directory every live member
+        advertises; after that, go on only if it holds that of a majority of the nodes
+        it knows (itself included), else `ClusterUnreachableError`."""
         _, _, membership = self._parts()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while loop.time() < deadline:
-            members = membership.view().members
-            lonely = bool(self.config.peers_to_contact) and len(members) < 2
+        deadline = loop.time() + DIRECTORY_WAIT_S
+        while True:
+            complete = 1
             behind = False
-            for m in members:
+            for m in membership.view().members:
                 if m.node_id == self.node_id:
                     continue
                 versions = membership.peer_directory_version(m.node_id)
                 if versions is None or versions[0] < versions[1]:
                     behind = True
-                    break
-            if not lonely and not behind:
+                else:
+                    complete += 1
+            if not behind and self._quorum_of_known(complete):
                 return
+            if loop.time() >= deadline:
+                break
             await asyncio.sleep(self.config.tick_interval_s)
-        log.warning("the cluster view did not settle within %.0f s; going on", timeout_s)
+        if self._quorum_of_known(complete):
+            log.warning("%s: the directory is not complete from every node; going on", what)
+            return
+        raise ClusterUnreachableError(
+            f"{what}: this node holds the directory of {complete} of the "
+            f"{len(self._known | {self.node_id})} nodes it knows, not a majority: it cannot "
+            "tell whether the id is hosted, so it creates nothing"
+        )
 
-    async def _ask_who_hosts(self, gid: int) -> list[int]:
+    async def _ask_who_hosts(self, gid: int, *, need_quorum: bool = False) -> list[int]:
+        """The live nodes that host a member of `gid`, by asking each. With
+        `need_quorum`, an empty answer counts only when a majority of the nodes this
+        node knows answered (itself included): `ClusterUnreachableError` otherwise."""
         _, _, membership = self._parts()
         peers = [m.node_id for m in membership.view().members if m.node_id != self.node_id]
 
-        async def ask(node_id: int) -> int | None:
+        async def ask(node_id: int) -> bool | None:
             try:
-                reply = await self._call(node_id, _LOOKUP, encode_ints(gid))
-            except CopyCatError:
+                return decode_flag(await self._call(node_id, Method.LOOKUP, encode_ints(gid)))
+            except (CopyCatError, ValueError):
                 return None
-            return node_id if reply == b"\x01" else None
 
         answers = await asyncio.gather(*(ask(n) for n in peers))
-        return [n for n in answers if n is not None]
+        hosts = [n for n, yes in zip(peers, answers, strict=True) if yes]
+        answered = 1 + sum(a is not None for a in answers)
+        if need_quorum and not hosts and not self._quorum_of_known(answered):
+            raise ClusterUnreachableError(
+                f"group {DataStructureId.from_int(gid)}: {answered} of the "
+                f"{len(self._known | {self.node_id})} nodes this node knows answered whether "
+                "they host it, not a majority: it creates nothing"
+            )
+        return hosts
 
     async def _serve_lookup(self, peer: int, body: bytes) -> bytes:
         (gid,) = decode_ints(body, 1)
         host, _, _ = self._parts()
-        return b"\x01" if gid in host.groups else b"\x00"
+        return encode_flag(gid in host.groups)
 
     async def _start_for_subscriber(self, ds: DataStructureId) -> list[int]:
         """Start the group of an id nobody hosts, placed like an allocation with as many
         replicas as the cluster gives, and return its voters. Placement decides the
         creator, and creating is idempotent there, so two nodes subscribing to the same
         new id at once (with the same view) start one group, not two."""
-        topology = self._topology()
+        topology = self._repairer().topology()
         want = min(self.config.replicas, len(topology.node_ids))
         nodes = list(place(str(ds), topology, PlacementRule(replicas=want)))
         await self._create_group(ds, nodes, ReplicaRule(self.config.replicas))
@@ -1040,7 +918,7 @@ class CopyCat:
                 return  # a member already (placement made this node a voter meanwhile)
             target = queue.pop(0) if queue else candidates[0]
             try:
-                await self._call(target, _ADD_MEMBER, encode_ints(gid, self.node_id, 0))
+                await self._call(target, Method.ADD_MEMBER, encode_ints(gid, self.node_id, 0))
                 return
             except NotLeaderError as exc:
                 last_error = exc
@@ -1138,6 +1016,6 @@ class Subscription:
             if leader == node.node_id:
                 await host.remove_member(gid, node.node_id)
             elif leader:
-                await node._call(leader, "copycat.remove_member", encode_ints(gid, node.node_id))
+                await node._call(leader, Method.REMOVE_MEMBER, encode_ints(gid, node.node_id))
         host.drop_group(gid)
         node._publish(remove=[gid])

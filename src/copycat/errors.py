@@ -6,7 +6,8 @@
     ├── ProposalError                          a proposal was not accepted
     │   ├── NotLeaderError(leader_hint)        this member cannot take it; try the hint
     │   ├── ProposalDroppedError               refused (flow control, pending change); retry later
-    │   └── ProposalTimeoutError               outcome unknown; the session retries it
+    │   └── MayHaveCommittedError              outcome unknown: delivered at most once
+    │       └── ProposalTimeoutError           not seen committed in time; retried until then
     ├── ConfChangeError (also ValueError)      a membership change that would be unsafe
     ├── GroupNotFoundError(group)
     ├── StorageError                           durable state cannot be read or written
@@ -23,6 +24,8 @@
     │   ├── RequestTimeoutError(peer)          (also TimeoutError) no response in time
     │   ├── RemoteError(peer, code)            the peer's handler failed with an unknown error
     │   └── SnapshotStreamError(peer)          a snapshot stream failed; report it to raft
+    ├── ClusterUnreachableError                told to join a cluster that nobody answers for
+    ├── SplitGroupError(group)                 two raft groups were seen under one id
     ├── ClosedError                            you closed it
     ├── BrokenError                            an external failure closed it (see __cause__)
     ├── NotEnoughNodesError(asked, available)
@@ -38,6 +41,7 @@ from typing import Final
 __all__: Final = [
     "BrokenError",
     "ClosedError",
+    "ClusterUnreachableError",
     "CompactedError",
     "ConfChangeError",
     "ConfigError",
@@ -48,6 +52,7 @@ __all__: Final = [
     "HandshakeError",
     "InternalError",
     "InvalidIdError",
+    "MayHaveCommittedError",
     "MessageTooLargeError",
     "NotEnoughNodesError",
     "NotLeaderError",
@@ -60,6 +65,7 @@ __all__: Final = [
     "RequestTimeoutError",
     "SnapshotStreamError",
     "SnapshotTemporarilyUnavailableError",
+    "SplitGroupError",
     "StorageError",
     "TransportError",
     "UnavailableError",
@@ -115,9 +121,33 @@ class ProposalDroppedError(ProposalError):
     leadership transfer). Nothing was appended; retrying later is safe."""
 
 
-class ProposalTimeoutError(ProposalError):
-    """The proposal's outcome is unknown; the proposal session retries it and
-    deduplicates, so it is applied at most once."""
+class MayHaveCommittedError(ProposalError):
+    """The proposal's outcome is unknown: it may have committed (it is then delivered
+    once, like any other) or not (it never will be). Never delivered twice. Raised when
+    the member under a proposal went away (removed, rebuilt, shut down) before the
+    proposal was seen committed."""
+
+
+class ProposalTimeoutError(MayHaveCommittedError):
+    """The proposal was not seen committed within `proposal_timeout_s`; until then the
+    session retried it and deduplicates, so it is applied at most once."""
+
+
+class ClusterUnreachableError(CopyCatError):
+    """This node was told to join a cluster (`peers_to_contact`) and has reached nobody
+    in it, or not enough of it to know what the cluster holds: it creates nothing
+    rather than start a second group for an id. Check the peers' addresses, the cluster
+    name and the gossip keys, then retry."""
+
+
+class SplitGroupError(CopyCatError):
+    """Two raft groups were seen under one data structure id (`group`): the younger one
+    refuses new writes. Keep the older one's data; a bug or a misconfigured cluster
+    (two clusters merged) caused it. Please file a report."""
+
+    def __init__(self, group: object, message: str) -> None:
+        super().__init__(message)
+        self.group = group
 
 
 class ConfChangeError(CopyCatError, ValueError):

@@ -83,11 +83,14 @@ class NodeProcess:
     @staticmethod
     def _read(proc: subprocess.Popen[str], events: queue.Queue[dict[str, object]]) -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            try:
-                events.put(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+        # kill() closes the pipe under this thread: the read then ends with ValueError
+        # (or OSError), which is the end of the stream, not a failure
+        with contextlib.suppress(ValueError, OSError):
+            for line in proc.stdout:
+                try:
+                    events.put(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
 
     def send(self, **command: object) -> None:
         assert self.proc is not None
@@ -113,6 +116,25 @@ class NodeProcess:
                 raise AssertionError(f"node {self.node_id}: {event}")
         raise AssertionError(f"node {self.node_id}: no {name!r} event within {timeout_s} s")
 
+    def wait_for_any(self, names: set[str], timeout_s: float = 20.0) -> dict[str, object]:
+        """The next event named one of `names` (an "error" event among them counts)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            event = self.next_event(max(0.0, deadline - time.monotonic()))
+            if event is not None and event.get("event") in names:
+                return event
+        raise AssertionError(f"node {self.node_id}: none of {names} within {timeout_s} s")
+
+    def pause(self) -> None:
+        """SIGSTOP: the process stops, gossip and raft alike (a long GC pause, a VM
+        freeze)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def drain(self) -> None:
         while self.next_event(0) is not None:
             pass
@@ -122,6 +144,8 @@ class NodeProcess:
         if proc is not None:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
+                with contextlib.suppress(OSError):
+                    proc.send_signal(signal.SIGCONT)  # a paused process dies at once
                 proc.wait(timeout=10)
             for stream in (proc.stdin, proc.stdout):
                 if stream is not None:
@@ -197,6 +221,26 @@ def proposed(node: NodeProcess, prefix: str) -> bool:
     """Whether the node finished proposing `prefix` (reading any pending events)."""
     node.drain()
     return any(e.get("event") == "proposed" and e.get("prefix") == prefix for e in node.log)
+
+
+def delivered(node: NodeProcess, ds: str) -> list[str]:
+    """What the node's subscriber of `ds` holds now, replayed from its events: commits
+    appended in order, a loaded snapshot replacing everything before it."""
+    node.drain()
+    state: list[str] = []
+    for e in node.log:
+        if e.get("id") != ds:
+            continue
+        if e.get("event") == "commit":
+            state.append(str(e["data"]))
+        elif e.get("event") == "load_snapshot":
+            state = [str(x) for x in e["state"]]  # type: ignore[attr-defined]
+    return state
+
+
+def acked(node: NodeProcess) -> list[str]:
+    node.drain()
+    return [str(e["data"]) for e in node.log if e.get("event") == "acked"]
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -3,9 +3,12 @@ lines on stdout. Used by the multi-process integration tests; not a public tool.
 
 Commands: {"op": "members"}, {"op": "allocate", "replicas": n} (n optional),
 {"op": "subscribe", "id": ds}, {"op": "propose", "prefix": p, "count": n,
-"concurrency": c}, {"op": "status"}, {"op": "leave", "timeout": s}, {"op": "exit"}.
-Events: ready, members, allocated, subscribed, commit (data), load_snapshot, acked,
-propose_failed, proposed, status, left, error, stopped. The command loop (and members,
+"concurrency": c}, {"op": "status"}, {"op": "leave", "timeout": s},
+{"op": "cut", "peers": [ids]} (the transport's fault hooks: nothing flows between this
+node and those, gossip unaffected), {"op": "heal"}, {"op": "exit"}.
+Events: ready, members, allocated, subscribed, commit (id, data), load_snapshot (id,
+state), sub_error (id, error, message: a line of the subscription's errors()), acked,
+propose_failed, proposed, status, cut, healed, left, error, stopped. The command loop (and members,
 allocate) is copycat.testing.worker's.
 """
 
@@ -28,17 +31,26 @@ from copycat.testing.worker import Commands, add_node_ops, emit
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from copycat.transport import FaultHooks
+
 
 async def consume(sub: Subscription, state: list[str]) -> None:
+    ds = str(sub.data_structure_id)
     async for item in sub.commits():
         if item is LOAD_SNAPSHOT:
             loaded = (await sub.load_snapshot()).decode()
             state[:] = loaded.split("|") if loaded else []
-            emit(event="load_snapshot", state=state)
+            emit(event="load_snapshot", id=ds, state=state)
         else:
             assert isinstance(item, bytes)
             state.append(item.decode())
-            emit(event="commit", data=item.decode())
+            emit(event="commit", id=ds, data=item.decode())
+
+
+async def report_errors(sub: Subscription) -> None:
+    ds = str(sub.data_structure_id)
+    async for error in sub.errors():
+        emit(event="sub_error", id=ds, error=type(error).__name__, message=str(error))
 
 
 async def propose_many(sub: Subscription, prefix: str, count: int, concurrency: int) -> None:
@@ -72,6 +84,7 @@ async def main() -> None:
     parser.add_argument("--snapshot-every", type=int, default=10_000)
     parser.add_argument("--snapshot-keep", type=int, default=1_000)
     parser.add_argument("--repair-grace", type=float, default=10.0)
+    parser.add_argument("--proposal-timeout", type=float, default=30.0)
     args = parser.parse_args()
     # stderr goes to a file beside the data dir (see cluster.py): keep the node's story
     logging.basicConfig(
@@ -89,6 +102,7 @@ async def main() -> None:
         snapshot_every_entries=args.snapshot_every,
         snapshot_keep_entries=args.snapshot_keep,
         repair_grace_s=args.repair_grace,
+        proposal_timeout_s=args.proposal_timeout,
     )
     async with CopyCat(config) as cc:
         emit(event="ready", node_id=cc.node_id, pid=os.getpid())
@@ -96,6 +110,13 @@ async def main() -> None:
     emit(event="stopped")
     sys.stdout.flush()
     os._exit(0)  # kinship 0.4 may crash during interpreter teardown
+
+
+def faults(cc: CopyCat) -> FaultHooks:
+    """The fault hooks of the node's transport (test access to a private part)."""
+    endpoint = cc._endpoint
+    assert endpoint is not None
+    return endpoint.faults
 
 
 def node_commands(cc: CopyCat) -> Commands:
@@ -112,8 +133,25 @@ def node_commands(cc: CopyCat) -> Commands:
         state: list[str] = []
         sub = await cc.subscribe(ds, lambda: "|".join(state).encode())
         subs[ds] = sub
-        tasks.add(asyncio.get_running_loop().create_task(consume(sub, state)))
+        loop = asyncio.get_running_loop()
+        tasks.add(loop.create_task(consume(sub, state)))
+        tasks.add(loop.create_task(report_errors(sub)))
         return {"event": "subscribed", "id": ds}
+
+    @commands.op("cut")
+    async def cut(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        peers = cmd["peers"]
+        assert isinstance(peers, list)
+        for peer in peers:
+            assert isinstance(peer, int)
+            faults(cc).cut(cc.node_id, peer)
+        return {"event": "cut", "peers": peers}
+
+    @commands.op("heal")
+    async def heal(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        del cmd
+        faults(cc).heal_all()
+        return {"event": "healed"}
 
     @commands.op("propose")
     async def propose(cmd: Mapping[str, object]) -> None:

@@ -44,6 +44,7 @@ from copycat.errors import (
     CopyCatError,
     CorruptLogError,
     GroupNotFoundError,
+    MayHaveCommittedError,
     NotLeaderError,
     ProposalDroppedError,
     ProposalError,
@@ -311,6 +312,11 @@ class Feed:
         if self._since_snapshot < self._host.config.snapshot_every_entries:
             return
         self._since_snapshot = 0
+        # What the snapshot describes is fixed now, when the user's state is exactly the
+        # items handed out so far: an awaiting provider lets the cycle consume more
+        # entries (`offer`), which are not in its bytes and must stay after the snapshot.
+        position = self.position
+        table = self.table.encode()
         try:
             produced = self._provider()
             user = await produced if isinstance(produced, Awaitable) else produced
@@ -321,14 +327,16 @@ class Feed:
         except Exception as exc:  # the user's code: report it, keep the stream going
             error = BrokenError(
                 f"group {self._group.gid}: the snapshot provider failed; no snapshot was "
-                f"taken at {self.position} (the log is kept, so nothing is lost): {exc!r}"
+                f"taken at {position} (the log is kept, so nothing is lost): {exc!r}"
             )
             error.__cause__ = exc
             log.warning("%s", error)
             if self.on_error is not None:
                 self.on_error(error)
             return
-        self._host.take_snapshot(self._group, self.position, self.table.encode(), bytes(user))
+        if self.closed or self._host.groups.get(self._group.gid) is not self._group:
+            return  # left or dropped while the provider ran
+        self._host.take_snapshot(self._group, position, table, bytes(user))
 
 
 class _Pending:
@@ -357,11 +365,15 @@ class _Group:
         "applied",
         "campaign_wanted",
         "changed",
+        "confs",
         "feed",
         "gid",
+        "heard",
         "idle_ticks",
         "last_progress",
         "log",
+        "member",
+        "opened_at",
         "outbox",
         "raw",
         "restored_at",
@@ -393,6 +405,42 @@ class _Group:
         self.last_progress: tuple[int, int, int] = (0, 0, 0)
         self.changed = asyncio.Event()
         """Set whenever the group applies entries (membership waits on it)."""
+        self.confs: list[tuple[int, ConfState | None]] = [(self.applied, raw.conf_state())]
+        """The configurations in force since the latest snapshot, each with the index
+        from which it holds (None: not known there, see `note_confs`); the first is the
+        snapshot's. A snapshot carries the one in force at its own index (`conf_at`),
+        which may lag raft's applied one."""
+        self.heard: dict[int, float] = {}
+        """When a raft message from each peer last arrived (loop time): the raft side of
+        the evidence that repair needs before it replaces a member."""
+        self.opened_at = asyncio.get_running_loop().time()
+        self.member = raw.node_id in raw.conf_state().members()
+        """Whether this node is in the group's applied configuration (a change from True
+        to False is how a member learns of its removal: from its own log)."""
+
+    def note_confs(self, indexes: list[int], conf: ConfState) -> None:
+        """The configuration-change entries at `indexes` (ascending) were just applied,
+        leaving `conf`. Raft applies a whole batch before the host looks, so with several
+        changes in one batch the configurations between the first and the last are not
+        known here (no snapshot is taken there)."""
+        if len(indexes) > 1:
+            self.confs.append((indexes[0], None))
+        self.confs.append((indexes[-1], conf))
+
+    def conf_at(self, index: int) -> ConfState | None:
+        """The configuration in force once entry `index` is applied, or None when not
+        known (before the latest snapshot, or inside a batch of several changes)."""
+        found: ConfState | None = None
+        for at, conf in self.confs:
+            if at > index:
+                break
+            found = conf
+        return found
+
+    def rebase_confs(self, index: int, conf: ConfState) -> None:
+        """A snapshot at `index` with `conf` is now the latest: forget what came before
+        it (so the records stay bounded by the changes since the latest snapshot)."""
+        self.confs = [(index, conf), *(item for item in self.confs if item[0] > index)]
 
     def stop_retries(self) -> None:
         if self.retry_timer is not None:
@@ -404,6 +452,43 @@ class _Group:
         """What changes when the group does work (heartbeats alone do not change it)."""
         raft = self.raw.raft
         return raft.log.last_index(), raft.log.committed, raft.term
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MembershipProof:
+    """A leader's committed configuration of a group, with the term that proves it
+    current (see `Host.membership_proof`)."""
+
+    term: int
+    voters: frozenset[int]
+    learners: frozenset[int]
+
+    def holds(self, node_id: int) -> bool:
+        return node_id in self.voters or node_id in self.learners
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupStatus:
+    """A read-only view of this node's member of one group (etcd's `BasicStatus`): what
+    the rest of the package reads instead of raft's internals."""
+
+    gid: int
+    role: Role
+    leader_id: int
+    term: int
+    commit: int
+    applied: int
+    voters: frozenset[int]
+    learners: frozenset[int]
+    joint: bool
+    subscribed: bool
+    """A subscriber's feed is attached here."""
+    blank: bool
+    """The member has heard from no one yet (no term, no log, no snapshot)."""
+
+    @property
+    def is_leader(self) -> bool:
+        return self.role == Role.LEADER
 
 
 class Host:
@@ -428,6 +513,10 @@ class Host:
         self._tick_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self.on_removed: Callable[[int], None] | None = None
+        """Called with a group id when this node's member applies a configuration (or
+        installs a snapshot) that no longer holds it: the node decides what follows
+        (a subscriber rejoins, a detached replica is deleted)."""
         self.counters: dict[str, int] = {
             "cycles": 0,
             "entries_persisted": 0,
@@ -471,7 +560,12 @@ class Host:
             group.stop_retries()
             for fut in group.waiters.values():
                 if not fut.done():
-                    fut.set_exception(ClosedError("the node is shutting down"))
+                    fut.set_exception(
+                        MayHaveCommittedError(
+                            "the node shut down before the proposal was seen committed; "
+                            "it may have committed (at most once)"
+                        )
+                    )
         if self._lazy_hard:
             try:
                 self._commit(WriteBatch())
@@ -632,6 +726,14 @@ class Host:
             if rd.committed_entries:
                 self._applied(group, rd.committed_entries)
             group.raw.advance(rd)
+            if rd.snapshot is not None:
+                snap = rd.snapshot.metadata
+                group.rebase_confs(snap.index, snap.conf_state)
+            changes = [e.index for e in rd.committed_entries if e.kind == EntryKind.CONF_CHANGE]
+            if changes:  # raft applied them in `advance`: record where each holds
+                group.note_confs(changes, group.raw.conf_state())
+            if rd.snapshot is not None or changes:
+                self._check_still_member(group)
             if group.campaign_wanted and group.raw.raft.promotable():
                 group.campaign_wanted = False
                 group.raw.campaign()
@@ -778,11 +880,13 @@ class Host:
     # -- transport callbacks -----------------------------------------------------------
 
     def _on_messages(self, peer: int, envelopes: list[Envelope]) -> None:
+        now = asyncio.get_running_loop().time()
         for gid, message in envelopes:
             group = self.groups.get(gid)
             if group is None:
                 self.counters["unknown_group_messages"] += 1
                 continue
+            group.heard[peer] = now
             group.raw.step(message)
             if gid not in self._awake:
                 self.wake(gid)
@@ -850,19 +954,35 @@ class Host:
 
     def take_snapshot(self, group: _Group, index: int, table: bytes, user: bytes) -> None:
         """Record a snapshot of `group` at `index` (which its subscriber has consumed),
-        compact the log below it, and offer it to the other members."""
+        compact the log below it, and offer it to the other members.
+
+        It carries the configuration in force at `index`, not raft's applied one (the
+        subscriber may lag behind a membership change); when that is not known here (an
+        index between two changes raft applied in one batch) no snapshot is taken: the
+        log is kept, and the next one is taken a few entries later."""
         log_ = group.log
         meta_now = log_.snapshot_metadata()
-        if index <= meta_now.index:
+        if index <= meta_now.index or index > group.applied:
+            # Nothing newer; or a member rebuilt under its subscriber (`reset_member`)
+            # that does not hold the subscriber's position yet: the next one follows.
+            return
+        snap_conf = group.conf_at(index)
+        if snap_conf is None:
+            log.info(
+                "group %d: no snapshot at %d: the configuration there is not known",
+                group.gid,
+                index,
+            )
             return
         term = log_.term(index)
-        meta = SnapshotMetadata(index=index, term=term, conf_state=group.raw.conf_state())
+        meta = SnapshotMetadata(index=index, term=term, conf_state=snap_conf)
         self.store.snapshots.write_bytes(group.gid, meta, _snapshot_payload(table, user))
         batch = WriteBatch()
         batch.record_snapshot(group.gid, meta)
         batch.compact(group.gid, max(0, index - self.config.snapshot_keep_entries))
         self._commit(batch)
         self.store.snapshots.prune(group.gid, protect=meta)
+        group.rebase_confs(index, snap_conf)
         self.counters["snapshots_taken"] += 1
         conf = group.raw.conf_state()
         for member in sorted(conf.members() - {self.config.node_id}):
@@ -874,6 +994,10 @@ class Host:
             self._spawn(self._ship_snapshot(group.gid, offer))
 
     def _adopt_offered_snapshot(self, group: _Group, meta: SnapshotMetadata) -> None:
+        """Record a snapshot another member's subscriber took, and compact up to it, but
+        never past this node's own subscriber: its feed reads the log on from its
+        position, so the entries after that position stay (it must see no gap; a new or
+        restarted subscriber here starts from the recorded snapshot)."""
         if meta.index > group.applied or meta.index <= group.log.snapshot_metadata().index:
             return  # not applied here yet (raft will ship one), or nothing newer
         try:
@@ -881,11 +1005,16 @@ class Host:
                 return
         except CopyCatError:
             return
+        compact_to = meta.index - self.config.snapshot_keep_entries
+        feed = group.feed
+        if feed is not None and not feed.closed:
+            compact_to = min(compact_to, feed.position)
         batch = WriteBatch()
         batch.record_snapshot(group.gid, meta)
-        batch.compact(group.gid, max(0, meta.index - self.config.snapshot_keep_entries))
+        batch.compact(group.gid, max(0, compact_to))
         self._commit(batch)
         self.store.snapshots.prune(group.gid, protect=meta)
+        group.rebase_confs(meta.index, meta.conf_state)
 
     # -- proposals ----------------------------------------------------------------------------
 
@@ -1085,11 +1214,115 @@ class Host:
         group.stop_retries()
         for fut in group.waiters.values():
             if not fut.done():
-                fut.set_exception(ClosedError(f"group {gid} left this node"))
+                fut.set_exception(
+                    MayHaveCommittedError(
+                        f"group {gid} left this node before the proposal was seen "
+                        "committed; it may have committed (at most once)"
+                    )
+                )
         self._lazy_hard.pop(gid, None)
         batch = WriteBatch()
         batch.delete_group(gid)
         self._commit(batch)
+
+    def _check_still_member(self, group: _Group) -> None:
+        member = self.config.node_id in group.raw.conf_state().members()
+        was, group.member = group.member, member
+        if was and not member and self.on_removed is not None:
+            log.info("group %d: this node's member applied its own removal", group.gid)
+            # Not from inside the cycle: the node may delete or rebuild the group.
+            asyncio.get_running_loop().call_soon(self._report_removed, group)
+
+    def _report_removed(self, group: _Group) -> None:
+        if self._closed or self.groups.get(group.gid) is not group or group.member:
+            return  # gone, or added back meanwhile
+        if self.on_removed is not None:
+            self.on_removed(group.gid)
+
+    def group_status(self, gid: int) -> GroupStatus | None:
+        """The status of this node's member of `gid`, or None when it hosts none."""
+        group = self.groups.get(gid)
+        if group is None:
+            return None
+        raw = group.raw
+        raft = raw.raft
+        conf = raw.conf_state()
+        return GroupStatus(
+            gid=gid,
+            role=raft.role,
+            leader_id=raft.lead,
+            term=raft.term,
+            commit=raft.log.committed,
+            applied=group.applied,
+            voters=frozenset(conf.voters),
+            learners=frozenset(conf.learners),
+            joint=conf.is_joint(),
+            subscribed=group.feed is not None and not group.feed.closed,
+            blank=raft.term == 0 and raft.log.last_index() == 0,
+        )
+
+    def silent_for(self, gid: int, node_id: int) -> float:
+        """Seconds since a raft message of group `gid` last arrived here from `node_id`
+        (since the member opened, when none has)."""
+        group = self.group(gid)
+        now = asyncio.get_running_loop().time()
+        return now - group.heard.get(node_id, group.opened_at)
+
+    def membership_proof(self, gid: int) -> MembershipProof | None:
+        """What this node's member can prove about the group's configuration: None
+        unless it is the leader and its configuration is the committed one (it has
+        committed an entry of its own term and applied everything committed, so no
+        committed change is missing from what it reports)."""
+        group = self.groups.get(gid)
+        if group is None:
+            return None
+        raft = group.raw.raft
+        if raft.role != Role.LEADER or raft.log.applied < raft.log.committed:
+            return None
+        try:
+            if raft.log.term(raft.log.committed) != raft.term:
+                return None
+        except CopyCatError:
+            return None
+        conf = group.raw.conf_state()
+        if conf.is_joint():
+            return None
+        return MembershipProof(
+            term=raft.term, voters=frozenset(conf.voters), learners=frozenset(conf.learners)
+        )
+
+    def term_of(self, gid: int) -> int:
+        """The raft term this node's member of `gid` is in."""
+        return self.group(gid).raw.term
+
+    def reset_member(self, gid: int) -> None:
+        """Delete this node's copy of group `gid` and start over as an empty member
+        (the group's metadata record is kept), keeping its subscriber's feed, waiting
+        proposals and their retries: the feed goes on from its position once the new
+        member holds the entries after it (or from `LOAD_SNAPSHOT`, when the member is
+        filled from a snapshot past it), so nothing is skipped or delivered twice."""
+        group = self.group(gid)
+        meta = group.log.meta()
+        self._lazy_hard.pop(gid, None)
+        batch = WriteBatch()
+        batch.delete_group(gid)
+        self._commit(batch)
+        if meta is not None:
+            batch = WriteBatch()
+            batch.set_meta(gid, meta)
+            self._commit(batch)
+        group.log = self.store.group(gid)
+        group.raw = RawNode(self._raft_config(), _MetadataOnlyLog(group.log))
+        group.applied = 0
+        group.restored_at = 0
+        group.confs = [(0, group.raw.conf_state())]
+        group.member = False
+        group.heard.clear()
+        group.opened_at = asyncio.get_running_loop().time()
+        group.last_progress = (0, 0, 0)
+        group.campaign_wanted = False
+        self._awake.add(gid)
+        self._mark(gid)
 
     async def _serve_remove_member(self, peer: int, body: bytes) -> bytes:
         gid, node_id = decode_ints(body, 2)
