@@ -5,7 +5,7 @@ need durable)."""
 
 from __future__ import annotations
 
-from copycat.raft import AppendEntries, Role
+from copycat.raft import AppendEntries, DeliberateBugs, Role
 
 from .harness import Network
 
@@ -69,3 +69,37 @@ def test_a_commit_index_alone_is_flagged_commit_only() -> None:
             assert rd.snapshot is None
         flagged = {rd.hard_state.commit for rd in commit_only if rd.hard_state is not None}
         assert node.commit in flagged
+
+
+def test_a_lone_leader_sends_its_commit_only_after_its_write() -> None:
+    """A leader that alone is a quorum (one voter plus learners) commits its entries as
+    it appends them; messages telling of that commit must wait for its write, or a
+    crash before the write loses an entry a learner has applied (thesis §10.2.1)."""
+    net = Network((1,), learners=(2, 3))
+    net.elect(1)
+    leader = net[1]
+    leader.readies.clear()
+
+    net.raw(1).propose(b"x")
+    net.process(1)
+
+    rd = leader.readies[-1]
+    assert rd.entries
+    assert rd.hard_state is not None
+    assert rd.hard_state.commit >= rd.entries[0].index
+    appends = [m for m in rd.messages if isinstance(m, AppendEntries)]
+    assert appends
+    assert any(m.commit >= rd.entries[0].index for m in appends)
+    assert not rd.send_before_persist
+
+
+def test_the_deliberate_bug_lets_a_lone_leader_send_its_commit_early() -> None:
+    net = Network((1,), learners=(2, 3), bugs=DeliberateBugs(early_send_lone_leader=True))
+    net.elect(1)
+    leader = net[1]
+    leader.readies.clear()
+
+    net.raw(1).propose(b"x")
+    net.process(1)
+
+    assert leader.readies[-1].send_before_persist

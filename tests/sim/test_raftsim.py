@@ -12,7 +12,10 @@ from copycat.testing import raftsim
 from copycat.testing.raftsim import (
     BUG_NAMES,
     DEFAULT_PROFILE,
+    FEW_VOTERS_PROFILE,
     HOSTILE_PROFILE,
+    PROFILE_FOR_BUG,
+    PROFILES,
     Simulation,
     options_for_bug,
     run_seeds,
@@ -46,17 +49,34 @@ def test_hostile_profile_keeps_every_safety_property(first: int) -> None:
     _assert_clean(range(first, first + CHUNK), HOSTILE_PROFILE)
 
 
+def test_few_voters_profile_keeps_every_safety_property() -> None:
+    """One or two voters plus learners, under the hostile faults: a lone leader is a
+    quorum by itself, and its learners must never apply what it could still lose."""
+    _assert_clean(range(CHUNK), FEW_VOTERS_PROFILE)
+
+
 @pytest.mark.parametrize("bug", BUG_NAMES)
 def test_each_deliberate_bug_is_caught_within_200_seeds(bug: str) -> None:
     """Proof that the checks can fail: with one rule of the paper broken, the simulator
-    reports a violation within the first 200 seeds, and that seed replays identically."""
-    options = options_for_bug(bug, HOSTILE_PROFILE)
+    reports a violation within the first 200 seeds of its profile (`PROFILE_FOR_BUG`),
+    and that seed replays identically."""
+    options = options_for_bug(bug, PROFILES[PROFILE_FOR_BUG[bug]])
     results = run_seeds(range(200), options, stop_at_first=True)
     found = results[-1]
     assert found.violation is not None, f"{bug}: no violation in 200 seeds"
     replay = Simulation(found.seed, options).run()
     assert replay.violation == found.violation
     assert replay.committed == found.committed
+
+
+def test_seeds_run_groups_of_one_and_two_voters_with_learners() -> None:
+    """A lone voter with learners (replicas=1, a group made on a one-node cluster) is
+    where a leader alone is a quorum; the seeds must run that shape, and two voters,
+    as well as the classic three and five."""
+    sims = [Simulation(seed, DEFAULT_PROFILE) for seed in range(40)]
+    voter_counts = {len(sim.initial_voters) for sim in sims}
+    assert {1, 2, 3, 5} <= voter_counts
+    assert all(sim.initial_learners for sim in sims if len(sim.initial_voters) == 1)
 
 
 def test_a_seed_replays_bit_for_bit() -> None:

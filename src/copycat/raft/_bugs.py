@@ -34,5 +34,11 @@ class DeliberateBugs:
     has stored, §5.3). The core cannot do this by itself; the simulator's host loop
     honours it."""
 
+    early_send_lone_leader: bool = False
+    """`Ready.send_before_persist` is granted even when the commit index the ready's
+    messages carry counts the leader's own unpersisted entries (a leader that alone is
+    a quorum commits them at once): a learner may apply an entry that a crash before
+    the leader's write then loses (§5.3, thesis §10.2.1)."""
+
 
 NO_BUGS: Final = DeliberateBugs()

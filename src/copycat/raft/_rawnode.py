@@ -10,8 +10,9 @@ The contract a host follows, for every group it drives:
       and `rd.hard_state` (if any) -- durably, before anything else;
    b. send `rd.messages` (every one may depend on what step a persisted) -- except
       that when `rd.send_before_persist` is true (a leader whose term and vote are
-      already persisted) they may leave before step a, provided step a is finished
-      before any message received afterwards is stepped;
+      already persisted, and whose commit index counts none of `rd.entries`) they may
+      leave before step a, provided step a is finished before any message received
+      afterwards is stepped;
    c. apply `rd.committed_entries` to the state machine in order (a conf change entry
       is applied by the core itself in `advance`; the host only records it), after
       installing `rd.snapshot` in the state machine if there is one;
@@ -73,7 +74,9 @@ class Ready:
     send_before_persist: bool = False
     """The messages may leave before this ready is persisted (thesis §10.2.1: a leader
     writes its log to disk in parallel with replicating it): this node leads, its term
-    and vote are those already persisted, and there is no snapshot to install."""
+    and vote are those already persisted, there is no snapshot to install, and the
+    commit index does not count any of `entries` (as it does when the leader alone is
+    a quorum), so no message tells of a commit the leader could still lose."""
     commit_only: bool = False
     """Nothing to persist but a higher commit index (no entries, no snapshot, term and
     vote unchanged): the host may defer that write (contract rule 5)."""
@@ -221,6 +224,15 @@ class RawNode:
         snapshot = log.unstable_snapshot
         entries = list(log.unstable_entries)
         changed = hard != prev
+        # A leader's messages may leave before its write (thesis §10.2.1) only if the
+        # commit index they carry rests on entries already on its disk: a leader that
+        # alone is a quorum (one voter plus learners) commits its new entries at once,
+        # and a crash before the write would lose entries that a learner told of that
+        # commit has applied. With more voters this never binds (acknowledgements are
+        # stepped only after the write, rule 2b, so the commit stays on disk). We check
+        # the commit here rather than ack the leader's own entries after the write, as
+        # etcd does: same safety, no extra ready cycle per commit of a lone leader.
+        commit_on_disk = not entries or log.committed < entries[0].index
         rd = Ready(
             soft_state=soft if soft != self._prev_soft else None,
             hard_state=hard if changed else None,
@@ -229,7 +241,10 @@ class RawNode:
             committed_entries=log.next_committed(),
             messages=r.msgs,
             read_states=r.read_states,
-            send_before_persist=vote_kept and snapshot is None and r.role == Role.LEADER,
+            send_before_persist=vote_kept
+            and snapshot is None
+            and r.role == Role.LEADER
+            and (commit_on_disk or r.bugs.early_send_lone_leader),
             commit_only=changed and vote_kept and snapshot is None and not entries,
         )
         r.msgs = []

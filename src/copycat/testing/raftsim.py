@@ -1,15 +1,17 @@
 """A deterministic simulator of raft groups, checking raft's safety properties after
 every step.
 
-Each seed builds a cluster of 3 to 5 voters (growing to at most 7 members through
-membership changes) from one master seed, and drives it for a number of rounds on a
-simulated network that delays, reorders, drops, duplicates and partitions messages.
+Each seed builds a group of 3 to 5 members from one master seed -- 1, 2, 3, 5 or all
+of them voters, the rest learners (growing to at most 7 members through membership
+changes) -- and drives it for a number of rounds on a simulated network that delays,
+reorders, drops, duplicates and partitions messages.
 Nodes crash (losing everything they had not persisted, sometimes in the middle of a
 ready cycle) and restart from their persisted log; the leader adds and removes members
 (single changes and joint consensus); nodes take snapshots and compact their logs, and
 lagging members catch up from snapshots. Each seed also picks the host's liberties the
 ready contract allows: applying before sending, a leader sending before it persists
-(`Ready.send_before_persist`, crashes included), and deferring commit-only writes
+(`Ready.send_before_persist`, crashes between the send and the write included, which
+lose the leader's unwritten entries), and deferring commit-only writes
 (`Ready.commit_only`, lost in a crash).
 
 After every round the checker asserts (raft paper, Figure 3):
@@ -19,8 +21,9 @@ After every round the checker asserts (raft paper, Figure 3):
   identical up to it (checked with a hash chain per log);
 * leader completeness: a new leader of term T holds every entry known to be committed
   before T;
-* state machine safety: every node applies one and the same sequence, so each node's
-  applied sequence is a prefix of every other's (checked against a global oracle).
+* state machine safety: every node, learners included, applies one and the same
+  sequence, so each node's applied sequence is a prefix of every other's (checked
+  against a global oracle), and no node's log ever replaces an entry it applied.
 
 Then the faults heal, and liveness is checked: a leader must emerge, and fresh
 proposals must be applied by every member within a bound.
@@ -53,6 +56,7 @@ from copycat.raft import (
     ConfChangeType,
     DeliberateBugs,
     Entry,
+    EntryKind,
     HardState,
     InstallSnapshot,
     MemoryLog,
@@ -77,6 +81,7 @@ BUG_NAMES = (
     "vote_before_persist",
     "unconfirmed_reads",
     "ack_before_persist",
+    "early_send_lone_leader",
 )
 DEFAULT_ROUNDS = 1500
 
@@ -91,7 +96,15 @@ class SimOptions:
     heal_rounds: int = 400
     """Upper bound on rounds after healing for a leader to emerge and commit."""
     min_voters: int = 3
+    """The fewest initial members, and the fewest voters a removal leaves (a group
+    that starts with fewer only grows, by adding voters and promoting learners)."""
     max_voters: int = 5
+    """The most initial members."""
+    voter_choices: tuple[int, ...] = (1, 2, 3, 5)
+    """Per seed, the initial voter count is one of these not above the member count,
+    or every member; the other members start as learners. One voter plus learners is
+    the common shape of a new group (replicas=1, or a group made on a one-node
+    cluster) and the one where a leader is a quorum by itself."""
     max_members: int = 7
     drop_rate: float = 0.05
     duplicate_rate: float = 0.02
@@ -113,6 +126,10 @@ class SimOptions:
     """Per ready cycle that makes a node leader: crash after persisting (its first
     entry is on disk) but before any message leaves. A targeted crash point that
     leaves a lone uncommitted entry of a new term behind (raft paper, Figure 8)."""
+    crash_after_early_send_rate: float = 0.005
+    """Per ready cycle whose messages left before its entries were written
+    (`Ready.send_before_persist`): crash before the write, losing those entries. A
+    targeted crash point: the others hold entries the leader no longer has."""
     restart_after: tuple[int, int] = (5, 60)
     quick_restart_rate: float = 0.3
     """Share of crashes followed by a restart within 1 to 3 rounds."""
@@ -311,10 +328,18 @@ class Simulation:
         self.send_early = host_choices.random() < options.send_early_rate
         self.defer_commit = host_choices.random() < options.defer_commit_rate
         self.drop_rate = options.drop_rate * rng.choice([0.0, 0.5, 1.0, 2.0])
-        voters = rng.randint(options.min_voters, options.max_voters)
-        ids = [self._new_id() for _ in range(voters)]
+        members = rng.randint(options.min_voters, options.max_voters)
+        ids = [self._new_id() for _ in range(members)]
+        # Its own generator too, so that this draw shifts no other choice of the seed.
+        topology = random.Random(seed ^ 0x70B0)
+        voters = topology.choice(
+            sorted({v for v in options.voter_choices if v <= members} | {members})
+        )
+        self.initial_voters = ids[:voters]
+        self.initial_learners = ids[voters:]
         for node_id in ids:
-            self._add_node(node_id, MemoryLog.bootstrap(ids))
+            self._add_node(node_id, _bootstrap(self.initial_voters, self.initial_learners))
+        self.say(f"voters {self.initial_voters}, learners {self.initial_learners}")
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -443,6 +468,20 @@ class Simulation:
                     f"(term {oracle.terms[index]})",
                 )
 
+    def _check_applied_kept(self, node: SimNode, entries: list[Entry]) -> None:
+        """What a node applied is final: its log may never replace such an entry."""
+        mirror = node.mirror
+        for e in entries:
+            if e.index > node.applied:
+                break
+            held = mirror.term(e.index) if e.index > mirror.base_index else None
+            if held is not None and held != e.term:
+                self._violate(
+                    "applied entry overwritten",
+                    f"node {node.id} applied index {e.index} (term {held}) and is told "
+                    f"to replace it by term {e.term}",
+                )
+
     def _check_log_matching(self) -> None:
         nodes = list(self.nodes.values())
         for i, a in enumerate(nodes):
@@ -496,7 +535,10 @@ class Simulation:
         if not raw.has_ready():
             return
         rd = raw.ready()
-        if (self.send_early and rd.send_before_persist) or self.opts.bugs.ack_before_persist:
+        sent_early = (self.send_early and rd.send_before_persist) or (
+            self.opts.bugs.ack_before_persist
+        )
+        if sent_early:
             for m in rd.messages:
                 self._send(m)
             rest: list[Message] = []
@@ -510,6 +552,8 @@ class Simulation:
         crash_rate = self.opts.crash_mid_cycle_rate
         if rd.hard_state is not None and rd.hard_state.vote != node.storage.hard_state.vote:
             crash_rate = max(crash_rate, self.opts.crash_at_vote_rate)
+        if sent_early and rd.entries and rd.messages:
+            crash_rate = max(crash_rate, self.opts.crash_after_early_send_rate)
         if self.rng.random() < crash_rate:
             self._crash(node, "before persisting a ready")
             return
@@ -520,6 +564,7 @@ class Simulation:
             node.mirror.reset(node.applied, rd.snapshot.metadata.term, node.app_hash)
             self.snapshots_sent += 1
         if rd.entries:
+            self._check_applied_kept(node, rd.entries)
             storage.append(rd.entries)
             node.mirror.append(rd.entries)
         if rd.hard_state is not None and self.defer_commit and rd.commit_only:
@@ -777,6 +822,7 @@ class Simulation:
             crash_at_vote_rate=0.0,
             crash_after_new_leader_commit_rate=0.0,
             crash_new_leader_before_send_rate=0.0,
+            crash_after_early_send_rate=0.0,
             duplicate_rate=0.0,
         )
         for node in self.nodes.values():
@@ -841,6 +887,21 @@ class Simulation:
         return all(d in self.applied_data for d in fresh)
 
 
+def _bootstrap(voters: list[int], learners: list[int]) -> MemoryLog:
+    """A member's log of a new group: `bootstrap_entries` for the voters, then one
+    committed `ADD_LEARNER` change per learner, all at term 1."""
+    log = MemoryLog.bootstrap(voters)
+    index = log.last_index()
+    log.append(
+        [
+            Entry(term=1, index=index + i, kind=EntryKind.CONF_CHANGE, data=add_learner(n).encode())
+            for i, n in enumerate(learners, start=1)
+        ]
+    )
+    log.set_hard_state(HardState(term=1, commit=log.last_index()))
+    return log
+
+
 def _check_pair(sim: Simulation, a: SimNode, b: SimNode) -> None:
     """Log matching: find the highest index where both logs hold the same term; the
     hash chains must agree there (and so on every index below it)."""
@@ -889,14 +950,29 @@ HOSTILE_PROFILE = SimOptions(
     quick_restart_rate=0.7,
     crash_new_leader_before_send_rate=0.3,
     crash_after_new_leader_commit_rate=0.5,
+    crash_after_early_send_rate=0.05,
     max_msg_bytes_choices=(1,),
     apply_before_send_rate=1.0,
+    voter_choices=(3,),
 )
 """Faults concentrated on raft's dangerous moments (a vote being recorded, a new
-leader's first entry and first commit), one entry per append, three voters: the
-profile that makes the deliberate bugs show within the first 200 seeds."""
+leader's first entry and first commit, a write its messages left before), one entry
+per append, three voters: the profile that makes the deliberate bugs show within the
+first 200 seeds (`PROFILE_FOR_BUG` names the exceptions)."""
 
-PROFILES = {"default": DEFAULT_PROFILE, "hostile": HOSTILE_PROFILE}
+FEW_VOTERS_PROFILE = replace(HOSTILE_PROFILE, voter_choices=(1, 2))
+"""The hostile faults on three members of which one or two vote, the others learners:
+a leader that alone is a quorum, or one that needs every voter."""
+
+PROFILES = {
+    "default": DEFAULT_PROFILE,
+    "hostile": HOSTILE_PROFILE,
+    "few_voters": FEW_VOTERS_PROFILE,
+}
+
+PROFILE_FOR_BUG = {bug: "hostile" for bug in BUG_NAMES} | {"early_send_lone_leader": "few_voters"}
+"""The profile that shows each deliberate bug within 200 seeds (a lone leader needs a
+group of one voter)."""
 
 
 def options_for_bug(bug: str | None, base: SimOptions | None = None) -> SimOptions:
@@ -928,7 +1004,8 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         choices=sorted(PROFILES),
         default="default",
-        help="fault profile (hostile: faults aimed at raft's dangerous moments)",
+        help="fault profile (hostile: faults aimed at raft's dangerous moments; "
+        "few_voters: the same on one or two voters plus learners)",
     )
     parser.add_argument("--verbose", action="store_true", help="log every event of each seed")
     args = parser.parse_args(argv)
