@@ -12,8 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 import copycat
-from copycat import Config, CopyCat, Subscription
-from copycat.host import LOAD_SNAPSHOT
+from copycat import LOAD_SNAPSHOT, Config, CopyCat, Subscription
 from copycat.testing.worker import Commands, add_node_ops, emit
 
 if TYPE_CHECKING:

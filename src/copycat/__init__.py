@@ -19,10 +19,10 @@ from copycat._ids import DataStructureId as DataStructureId
 from copycat._ids import new_data_structure_id as new_data_structure_id
 from copycat._node import CopyCat as CopyCat
 from copycat._node import Subscription as Subscription
+from copycat._snapshot import LOAD_SNAPSHOT as LOAD_SNAPSHOT
+from copycat._snapshot import LoadSnapshot as LoadSnapshot
 from copycat._version import __version__ as __version__
 from copycat.errors import InvalidIdError as InvalidIdError
-from copycat.host import LOAD_SNAPSHOT as LOAD_SNAPSHOT
-from copycat.host import LoadSnapshot as LoadSnapshot
 from copycat.transport import run as run
 
 __all__ = [

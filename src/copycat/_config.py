@@ -25,8 +25,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, TypedDict, Unpack, cast
 
+from copycat._net import is_loopback
 from copycat.errors import ConfigError
-from copycat.transport._config import is_loopback
 
 if TYPE_CHECKING:
     from copycat.host import HostConfig

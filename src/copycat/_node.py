@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
+import secrets
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -38,10 +41,13 @@ from copycat.errors import (
     NotLeaderError,
     PeerUnreachableError,
     ProposalTimeoutError,
+    SplitGroupError,
 )
 from copycat.host import (
+    RULE_INTS,
     Host,
-    LoadSnapshot,
+    Leave,
+    LeaveConfig,
     Method,
     Repair,
     RepairConfig,
@@ -52,6 +58,7 @@ from copycat.host import (
     decode_ints,
     encode_flag,
     encode_ints,
+    new_incarnation,
 )
 from copycat.membership import (
     DirectoryEntry,
@@ -72,7 +79,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from copycat._config import Config
-    from copycat.host import Feed, SnapshotProvider
+    from copycat._snapshot import LoadSnapshot, SnapshotProvider
+    from copycat.host import Feed
     from copycat.storage import LogStore
 
 log = logging.getLogger("copycat")
@@ -80,8 +88,6 @@ log = logging.getLogger("copycat")
 DEFAULT_LEAVE_TIMEOUT_S: Final = 120.0
 """How long `CopyCat.leave()` hands replicas over, when not told, before it gives up on
 the groups left and shuts down anyway."""
-LEAVE_CONCURRENCY: Final = 8
-"""Groups `leave()` hands over at once."""
 DIRECTORY_WAIT_S: Final = 10.0
 """How long a subscribe to an id that nobody seems to host waits for the cluster's
 directory to settle before it decides."""
@@ -106,7 +112,7 @@ def _load_node_id(path: Path, configured: int | None) -> int:
     return node_id
 
 
-def _directory_group_id(gid: int) -> int:
+def _legacy_id(gid: int) -> int:
     """The group id as the directory carries it (63 bits). The full 128-bit raft group
     id is the data structure's ULID, which the directory entry names anyway."""
     return (gid & ((1 << 63) - 1)) or 1
@@ -133,6 +139,10 @@ class GroupInfo:
     learners: tuple[int, ...]
     replicas_on: tuple[int, ...]
     """Nodes the directory says host a replica (as this node knows it)."""
+    split_with: tuple[int, ...] = ()
+    """Nodes seen hosting another raft group under the same id (empty: none seen)."""
+    refusing_writes: bool = False
+    """This group refuses new proposals (the younger of two under one id)."""
 
 
 class CopyCat:
@@ -150,6 +160,7 @@ class CopyCat:
         self._membership: Membership | None = None
         self._watch: asyncio.Task[None] | None = None
         self._repair: Repair | None = None
+        self._leave: Leave | None = None
         self._tombstones: Tombstones | None = None
         self._cluster_seen = False
         """Whether this node has reached the cluster it was told to join (always, for a
@@ -160,6 +171,10 @@ class CopyCat:
         self._leaving = False
         self._subscriptions: dict[int, Subscription] = {}
         self._rejoins: dict[int, asyncio.Task[None]] = {}
+        self._published: dict[int, int] = {}
+        """The directory group id last published for each group hosted here."""
+        self._split_with: dict[int, tuple[int, ...]] = {}
+        """Groups seen split: the nodes hosting the other group under the same id."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -215,6 +230,8 @@ class CopyCat:
             locate=self._hosts_of,
             publish=lambda gid: self._publish(upsert=[gid]),
             on_removed=self._member_removed,
+            incarnations=self._incarnations,
+            on_split=self._on_split,
         )
         self._repair = repair
         host.on_removed = lambda gid: self._member_removed(gid, "it applied its own removal")
@@ -222,7 +239,20 @@ class CopyCat:
         endpoint.register_request_handler(Method.START_REPLICA, self._serve_start_replica)
         endpoint.register_request_handler(Method.LOOKUP, self._serve_lookup)
         endpoint.register_request_handler(Method.MEMBERSHIP_PROOF, repair.serve_membership_proof)
-        endpoint.register_request_handler(Method.HAND_OVER, self._serve_hand_over)
+        self._leave = Leave(
+            LeaveConfig(
+                node_id=self.node_id,
+                tick_interval_s=cfg.tick_interval_s,
+                election_ticks=cfg.election_ticks,
+                proposal_timeout_s=cfg.proposal_timeout_s,
+            ),
+            host,
+            repair,
+            call=self._call,
+            view=membership.view,
+            drop=self._drop_handed_over,
+        )
+        endpoint.register_request_handler(Method.HAND_OVER, self._leave.serve_hand_over)
         await membership.start()
         self._membership = membership
         self._note_members()
@@ -329,6 +359,8 @@ class CopyCat:
                     voters=tuple(sorted(status.voters)),
                     learners=tuple(sorted(status.learners)),
                     replicas_on=tuple(sorted({r.node_id for r in membership.locate(ds)})),
+                    split_with=self._split_with.get(gid, ()),
+                    refusing_writes=status.refusing_writes,
                 )
             )
         return tuple(out)
@@ -383,11 +415,15 @@ class CopyCat:
             await asyncio.sleep(self.config.tick_interval_s * 5)
 
     async def _watch_membership(self) -> None:
-        _, _, membership = self._parts()
+        _, endpoint, membership = self._parts()
         host = self._host
         async for event in membership.events():
             if isinstance(event, MemberLeft):
                 self._known.discard(event.member.node_id)
+                if membership.address_of(event.member.node_id) is None:
+                    # Left on purpose and not back under a new run: forget its address
+                    # (a failed node keeps it; raft must reach it when it returns).
+                    endpoint.remove_peer(event.member.node_id)
             if host is not None and isinstance(event, MemberFailed | MemberLeft):
                 host.node_failed(event.member.node_id)
             elif host is not None and isinstance(event, MemberJoined | MemberRecovered):
@@ -398,9 +434,18 @@ class CopyCat:
             except (CopyCatError, ValueError) as exc:
                 log.warning("cannot update peer addresses: %s", exc)
 
+    def _directory_id(self, gid: int) -> int:
+        """The group id this node's member publishes in the directory: the group's
+        incarnation when known (so two groups under one id show as two), else the
+        legacy 63-bit form of the id."""
+        host, _, _ = self._parts()
+        rule = ReplicaRule.decode(host.group_meta(gid)) if gid in host.groups else None
+        return rule.incarnation if rule is not None and rule.incarnation else _legacy_id(gid)
+
     def _publish(self, *, upsert: Sequence[int] = (), remove: Sequence[int] = ()) -> None:
         host, _, membership = self._parts()
         entries = []
+        keys = []
         for gid in upsert:
             status = host.group_status(gid)
             if status is None:
@@ -411,20 +456,60 @@ class CopyCat:
                 role = Role.LEARNER
             else:
                 role = Role.VOTER
+            ds = str(DataStructureId.from_int(gid))
+            key = self._directory_id(gid)
+            before = self._published.get(gid)
+            if before is not None and before != key:
+                keys.append((ds, before, self.node_id))  # the record learned its incarnation
+            self._published[gid] = key
             entries.append(
                 DirectoryEntry(
-                    data_structure_id=str(DataStructureId.from_int(gid)),
-                    group_id=_directory_group_id(gid),
-                    replica_id=self.node_id,
-                    role=role,
+                    data_structure_id=ds, group_id=key, replica_id=self.node_id, role=role
                 )
             )
-        keys = [
-            (str(DataStructureId.from_int(gid)), _directory_group_id(gid), self.node_id)
-            for gid in remove
-        ]
+        for gid in remove:
+            ds = str(DataStructureId.from_int(gid))
+            published = {self._published.pop(gid, _legacy_id(gid)), _legacy_id(gid)}
+            keys.extend((ds, key, self.node_id) for key in published)
         if entries or keys:
             membership.publish(upsert=entries, remove=keys)
+
+    def _incarnations(self, gid: int) -> dict[int, int]:
+        """The incarnation each node's member of `gid` publishes (legacy entries left
+        out: they prove nothing)."""
+        _, _, membership = self._parts()
+        legacy = _legacy_id(gid)
+        return {
+            r.node_id: r.group_id
+            for r in membership.locate(str(DataStructureId.from_int(gid)))
+            if r.group_id != legacy
+        }
+
+    def _on_split(self, gid: int, mine: int, others: dict[int, int]) -> None:
+        """Two groups live under one id (`others`: nodes publishing another incarnation).
+        Say so on this node's subscriber's `errors()` and in `groups()`; the younger group
+        (the larger incarnation) refuses new writes from now on."""
+        host, _, _ = self._parts()
+        ds = DataStructureId.from_int(gid)
+        younger = mine > min(others.values())
+        nodes = ", ".join(str(n) for n in sorted(others))
+        message = (
+            f"{ds}: two raft groups exist under this id: this node's (incarnation {mine}) "
+            f"and another on nodes {nodes}; "
+            + (
+                "this one is the younger and refuses new writes"
+                if younger
+                else "this one is the older and goes on; the younger refuses new writes"
+            )
+        )
+        log.error("%s", message)
+        error = SplitGroupError(ds, message)
+        self._split_with[gid] = tuple(sorted(others))
+        if younger:
+            host.refuse_proposals(gid, error)
+        sub = self._subscriptions.get(gid)
+        if sub is not None:
+            sub._report(error)
 
     # -- ids and allocation ----------------------------------------------------------------
 
@@ -472,26 +557,40 @@ class CopyCat:
     async def _create_group(
         self, ds: DataStructureId, voters: list[int], rule: ReplicaRule
     ) -> None:
-        """Start group `ds` on `voters` (the first creates it) with its replica rule.
-        Control bodies: start_replica `(gid, replicas, dc replicas)`, create_group
-        `(gid, replicas, dc replicas, *voters)`; dc replicas 0 means none asked."""
-        host, _, _ = self._parts()
+        """Start group `ds` on `voters` (the first creates it) with its rule. The other
+        voters open empty members first (so the first election finds them), then the
+        creator bootstraps the group and answers with its metadata record, which the
+        others then store: the creator's incarnation is the group's, even when two
+        subscribers start the same new id at once (the second creation is a no-op
+        there and answers the first one's record). Bodies: docs in `copycat.host._control`."""
         gid = ds.group_id
+        stamped = self._stamped(rule)
+        plain = dataclasses.replace(stamped, incarnation=0)
         creator, others = voters[0], voters[1:]
-        for node_id in others:
+        await self._start_replicas(gid, others, plain)
+        if creator == self.node_id:
+            meta = self._create_local(gid, voters, stamped)
+        else:
+            meta = await self._call(
+                creator, Method.CREATE_GROUP, encode_ints(gid, *stamped.ints(), *voters)
+            )
+        final = ReplicaRule.decode(meta)
+        if final is not None and final.incarnation:
+            await self._start_replicas(gid, others, final)
+
+    async def _start_replicas(self, gid: int, nodes: Sequence[int], rule: ReplicaRule) -> None:
+        host, _, _ = self._parts()
+        for node_id in nodes:
             if node_id == self.node_id:
                 host.open_member(gid, meta=rule.encode())
                 self._publish(upsert=[gid])
             else:
                 await self._call(node_id, Method.START_REPLICA, encode_ints(gid, *rule.ints()))
-        if creator == self.node_id:
-            self._create_local(gid, voters, rule)
-        else:
-            await self._call(creator, Method.CREATE_GROUP, encode_ints(gid, *rule.ints(), *voters))
 
-    def _create_local(self, gid: int, voters: list[int], rule: ReplicaRule | None) -> None:
+    def _create_local(self, gid: int, voters: list[int], rule: ReplicaRule | None) -> bytes:
         """Bootstrap group `gid` here, unless this node has (or had) a member with state:
-        a group is created once, and never again under the same id (tombstones)."""
+        a group is created once, and never again under the same id (tombstones).
+        Returns the group's metadata record as stored here."""
         host, _, _ = self._parts()
         if gid in self._tombstoned():
             raise CopyCatError(
@@ -503,6 +602,18 @@ class CopyCat:
             host.create_group(gid, voters, meta=None if rule is None else rule.encode())
             host.campaign(gid)
             self._publish(upsert=[gid])
+        return host.group_meta(gid) or b""
+
+    def _stamped(self, rule: ReplicaRule) -> ReplicaRule:
+        """`rule` with what the creator fixes for the group's life: a new incarnation
+        and this node's session table limits."""
+        host, _, _ = self._parts()
+        return dataclasses.replace(
+            rule,
+            incarnation=new_incarnation(time.time_ns() // 1_000_000, secrets.randbits(15)),
+            session_ttl_entries=host.config.session_ttl_entries,
+            max_sessions=host.config.max_sessions,
+        )
 
     async def _call(
         self, node_id: int, method: str, body: bytes, *, timeout_s: float | None = None
@@ -514,20 +625,28 @@ class CopyCat:
 
     async def _serve_create_group(self, peer: int, body: bytes) -> bytes:
         values = decode_ints(body)
-        if len(values) < 4:
-            raise ValueError("create_group takes (group, replicas, dc replicas, *voters)")
-        gid, rule, voters = values[0], ReplicaRule.from_ints(*values[1:3]), list(values[3:])
+        if len(values) < 2 + RULE_INTS:
+            raise ValueError("create_group takes (group, *rule, *voters)")
+        split = 1 + RULE_INTS
+        gid, rule, voters = values[0], ReplicaRule.from_ints(*values[1:split]), list(values[split:])
         if self.node_id not in voters:
             raise CopyCatError(f"node {self.node_id} is not among the voters {voters}")
-        self._create_local(gid, voters, rule)
-        return b""
+        return self._create_local(gid, voters, rule)
 
     async def _serve_start_replica(self, peer: int, body: bytes) -> bytes:
-        gid, replicas, dc = decode_ints(body, 3)
+        gid, *rule_ints = decode_ints(body, 1 + RULE_INTS)
         if self._leaving:
             raise CopyCatError(f"node {self.node_id} is leaving the cluster")
         host, _, _ = self._parts()
-        rule = ReplicaRule.from_ints(replicas, dc)
+        rule = ReplicaRule.from_ints(*rule_ints)
+        held = ReplicaRule.decode(host.group_meta(gid)) if gid in host.groups else None
+        if rule and held and rule.incarnation and held.incarnation not in (0, rule.incarnation):
+            raise SplitGroupError(
+                DataStructureId.from_int(gid),
+                f"node {self.node_id} hosts a member of another group under "
+                f"{DataStructureId.from_int(gid)} (incarnation {held.incarnation}, not "
+                f"{rule.incarnation}): it joins neither's log to the other's",
+            )
         host.open_member(gid, meta=None if rule is None else rule.encode())
         self._publish(upsert=[gid])
         return b""
@@ -600,7 +719,7 @@ class CopyCat:
         then this node is removed. The change is driven by the group's leader: when that
         is this node, it first hands leadership to another voter (a lone voter first
         adds its replacement). Learner members (subscribers) are removed from their
-        groups. Up to `LEAVE_CONCURRENCY` groups are handed over at once, and progress
+        groups. Up to `copycat.host.LEAVE_CONCURRENCY` groups are handed over at once, and progress
         is logged. After `timeout_s` (default `DEFAULT_LEAVE_TIMEOUT_S`) the groups not
         handed over are logged by id, kept on disk, and the node shuts down anyway; the
         repair of the other nodes replaces it there after `repair_grace_s`. Groups
@@ -625,26 +744,7 @@ class CopyCat:
             await self.shutdown()
             return
         log.info("leaving: handing %d groups over (within %.0f s)", total, limit_s)
-        failed: list[int] = []
-        progress = loop.create_task(self._log_leave_progress(total))
-        try:
-            semaphore = asyncio.Semaphore(LEAVE_CONCURRENCY)
-
-            async def one(gid: int) -> None:
-                async with semaphore:
-                    if not await self._hand_over(gid, deadline):
-                        failed.append(gid)
-
-            # A second round takes the groups that arrived meanwhile (a start_replica
-            # accepted just before leaving began).
-            for _round in range(2):
-                await asyncio.gather(*(one(gid) for gid in sorted(host.groups)))
-                if not host.groups or failed or loop.time() >= deadline:
-                    break
-        finally:
-            progress.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await progress
+        failed = await self._leaver().hand_over_all(deadline)
         if failed:
             log.warning(
                 "leaving: %d groups could not be handed over in time and stay on this "
@@ -656,85 +756,10 @@ class CopyCat:
             log.info("leaving: every group handed over")
         await self.shutdown()
 
-    async def _log_leave_progress(self, total: int) -> None:
-        host = self._host
-        while host is not None:
-            await asyncio.sleep(5.0)
-            log.info("leaving: %d of %d groups handed over", total - len(host.groups), total)
-
-    async def _hand_over(self, gid: int, deadline: float) -> bool:
-        """Get this node out of group `gid`, replaced, by `deadline`; True when done."""
-        host, _, membership = self._parts()
-        repair = self._repairer()
-        loop = asyncio.get_running_loop()
-        ds = DataStructureId.from_int(gid)
-        pause = self.config.tick_interval_s * 5
-        blank_until = loop.time() + 2 * self.config.election_ticks * self.config.tick_interval_s
-        last_error: Exception | None = None
-        while loop.time() < deadline:
-            group = host.groups.get(gid)
-            if group is None:
-                return True
-            raw = group.raw
-            conf = raw.conf_state()
-            me = self.node_id
-            try:
-                if me not in conf.members():
-                    if host.is_blank(gid) and loop.time() < blank_until:
-                        # An empty member: a leader may be adding it right now (a
-                        # start_replica accepted before the leave); give it a moment.
-                        await asyncio.sleep(pause)
-                        continue
-                    # Removed already (a retry after a lost answer), or never filled.
-                    self._drop_handed_over(gid)
-                    return True
-                if raw.is_leader():
-                    live = {m.node_id for m in membership.view().members}
-                    others = [v for v in conf.voters if v != me and v in live]
-                    if conf.is_joint() or gid in repair.changing:
-                        await asyncio.sleep(pause)
-                        continue
-                    if not others:
-                        # A lone voter: its replacement joins first, then leads.
-                        repair.changing.add(gid)
-                        try:
-                            await repair.replace_voter(gid, me, exclude=(me,), remove=False)
-                        finally:
-                            repair.changing.discard(gid)
-                        continue
-                    progress = raw.status().progress
-                    to = max(others, key=lambda v: (progress[v].match if v in progress else 0, -v))
-                    log.info("leaving: group %s: handing leadership to node %d", ds, to)
-                    await host.transfer_leader(gid, to)
-                    continue
-                leader = raw.leader_id
-                if not leader:
-                    await asyncio.sleep(pause)
-                    continue
-                reply = await self._call(
-                    leader,
-                    Method.HAND_OVER,
-                    encode_ints(gid, me),
-                    timeout_s=max(1.0, deadline - loop.time()),
-                )
-                self._drop_handed_over(gid)
-                if not decode_flag(reply):
-                    log.warning(
-                        "leaving: group %s: no node could take this replica; the group "
-                        "goes on with one voter less (topped up when a node joins)",
-                        ds,
-                    )
-                else:
-                    log.info("leaving: group %s handed over", ds)
-                return True
-            except asyncio.CancelledError:
-                raise
-            except (CopyCatError, ValueError, OSError) as exc:
-                last_error = exc
-                log.debug("leaving: group %s: %s; trying again", ds, exc)
-                await asyncio.sleep(pause)
-        log.warning("leaving: group %s not handed over: %s", ds, last_error)
-        return False
+    def _leaver(self) -> Leave:
+        self._parts()
+        assert self._leave is not None
+        return self._leave
 
     def _drop_handed_over(self, gid: int) -> None:
         host, _, _ = self._parts()
@@ -744,41 +769,6 @@ class CopyCat:
         self._tombstoned().add(gid)
         host.drop_group(gid)
         self._publish(remove=[gid])
-
-    async def _serve_hand_over(self, peer: int, body: bytes) -> bytes:
-        """On the leader of a group: node `leaving` goes. A voter is replaced first (as
-        repair does, without waiting for any grace), a learner is just removed. Answers
-        whether a node took the voter's place (`encode_flag`; a learner: True)."""
-        gid, leaving = decode_ints(body, 2)
-        host, _, membership = self._parts()
-        raw = host.group(gid).raw
-        if not raw.is_leader():
-            raise NotLeaderError(raw.leader_id or None)
-        if leaving == self.node_id:
-            raise CopyCatError("the leader does not hand itself over: transfer leadership first")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.proposal_timeout_s
-        repair = self._repairer()
-        while gid in repair.changing:
-            if loop.time() > deadline:
-                raise ProposalTimeoutError(f"group {gid}: another membership change is under way")
-            await asyncio.sleep(self.config.tick_interval_s * 5)
-        repair.changing.add(gid)
-        try:
-            conf = raw.conf_state()
-            if leaving not in conf.members():
-                return encode_flag(True)
-            if leaving not in conf.voters:
-                await host.remove_member(gid, leaving)
-                return encode_flag(True)
-            live = {m.node_id for m in membership.view().members}
-            dead = [v for v in conf.voters if v not in live]
-            log.info("group %s: node %d leaves", DataStructureId.from_int(gid), leaving)
-            # Leaving is on purpose: without a replacement the group shrinks.
-            replaced = await repair.replace_voter(gid, leaving, exclude=dead, shrink=True)
-        finally:
-            repair.changing.discard(gid)
-        return encode_flag(replaced)
 
     # -- subscriptions ---------------------------------------------------------------------
 
@@ -914,11 +904,19 @@ class CopyCat:
         queue = list(candidates)
         last_error: Exception | None = None
         while loop.time() < deadline:
-            if self.node_id in host.group(gid).raw.conf_state().members():
+            status = host.group_status(gid)
+            if status is None:
+                raise BrokenError(f"group {gid}: this node's member went away while joining")
+            if self.node_id in status.voters or self.node_id in status.learners:
                 return  # a member already (placement made this node a voter meanwhile)
             target = queue.pop(0) if queue else candidates[0]
             try:
-                await self._call(target, Method.ADD_MEMBER, encode_ints(gid, self.node_id, 0))
+                meta = await self._call(
+                    target, Method.ADD_MEMBER, encode_ints(gid, self.node_id, 0)
+                )
+                if meta:  # the group's rule: incarnation and session limits included
+                    host.open_member(gid, meta=meta)
+                    self._publish(upsert=[gid])
                 return
             except NotLeaderError as exc:
                 last_error = exc
@@ -1007,15 +1005,19 @@ class Subscription:
         node = self._node
         host, _, _membership = node._parts()
         gid = self.data_structure_id.group_id
-        group = host.groups.get(gid)
-        if group is None or node.node_id not in group.raw.conf_state().learners:
+        rejoin = node._rejoins.pop(gid, None)
+        if rejoin is not None:
+            rejoin.cancel()
+        status = host.group_status(gid)
+        if status is None or (node.node_id not in status.learners and not status.blank):
             node._publish(upsert=[gid])
             return
-        leader = group.raw.leader_id
+        leader = status.leader_id
         with contextlib.suppress(CopyCatError):
             if leader == node.node_id:
                 await host.remove_member(gid, node.node_id)
             elif leader:
                 await node._call(leader, Method.REMOVE_MEMBER, encode_ints(gid, node.node_id))
+        node._tombstoned().add(gid)
         host.drop_group(gid)
         node._publish(remove=[gid])

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import msgpack
 import pytest
 
-from copycat.host import LOAD_SNAPSHOT, Session
+from copycat import LOAD_SNAPSHOT
+from copycat.host import Session
 from copycat.raft import EntryKind
 from tests.host.conftest import consume_into, until
 

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from copycat.host import LOAD_SNAPSHOT, Session
+from copycat import LOAD_SNAPSHOT
+from copycat.host import Session
 
 if TYPE_CHECKING:
     from .conftest import Cluster

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from copycat.host import (
+    RULE_INTS,
     Host,
     MembershipProof,
     Method,
@@ -87,8 +88,8 @@ async def start_replica_handlers(cluster: Cluster) -> None:
     for host in cluster.hosts.values():
 
         async def serve(peer: int, body: bytes, host: Host = host) -> bytes:
-            gid, replicas, dc = decode_ints(body, 3)
-            rule = ReplicaRule.from_ints(replicas, dc)
+            gid, *rule_ints = decode_ints(body, 1 + RULE_INTS)
+            rule = ReplicaRule.from_ints(*rule_ints)
             host.open_member(gid, meta=None if rule is None else rule.encode())
             return b""
 

@@ -22,10 +22,10 @@ import sys
 from typing import TYPE_CHECKING
 
 import copycat
+from copycat import LOAD_SNAPSHOT
 from copycat._config import Config
 from copycat._node import CopyCat, Subscription
 from copycat.errors import CopyCatError
-from copycat.host import LOAD_SNAPSHOT
 from copycat.testing.worker import Commands, add_node_ops, emit
 
 if TYPE_CHECKING:
@@ -172,6 +172,8 @@ def node_commands(cc: CopyCat) -> Commands:
                 "voters": list(g.voters),
                 "learners": list(g.learners),
                 "applied": g.applied,
+                "split_with": list(g.split_with),
+                "refusing_writes": g.refusing_writes,
             }
             for g in cc.groups()
         }

@@ -81,3 +81,53 @@ def test_a_node_that_reaches_nobody_creates_no_second_group(
     hosting = [g for g in groups if g is not None]
     voter_sets = {tuple(sorted(g["voters"])) for g in hosting}  # type: ignore[call-overload]
     assert len(voter_sets) == 1, f"more than one configuration for one id: {hosting}"
+
+
+def sub_errors(node: NodeProcess) -> list[str]:
+    node.drain()
+    return [str(e["error"]) for e in node.log if e.get("event") == "sub_error"]
+
+
+def test_two_groups_under_one_id_are_reported_and_the_younger_refuses_writes(
+    procs: ProcessCluster, tmp_path: Path
+) -> None:
+    # init: two separate clusters (each told to start one) create a group for one id
+    (pa, ga), (pb, gb), (pc, gc) = (free_ports(2) for _ in range(3))
+    extra = ["--proposal-timeout=3"]
+    a = NodeProcess(1, tmp_path / "node1", pa, ga, [], extra)
+    b = NodeProcess(2, tmp_path / "node2", pb, gb, [], extra)
+    for node in (a, b):
+        procs.nodes[node.node_id] = node
+        node.start()
+    for node in (a, b):
+        node.send(op="subscribe", id=DS)
+        node.wait_for("subscribed", 30)
+        node.send(op="propose", id=DS, prefix=f"n{node.node_id}-", count=5, concurrency=1)
+        wait_until(lambda node=node: proposed(node, f"n{node.node_id}-"), 30, "first values")
+
+    # act: a third node contacts both, and gossip merges the two clusters
+    c = NodeProcess(3, tmp_path / "node3", pc, gc, [f"127.0.0.1:{ga}", f"127.0.0.1:{gb}"], extra)
+    procs.nodes[3] = c
+    c.start()
+    procs.wait_members(3, 60)
+
+    # check: both subscribers are told, status names the other side, and exactly one
+    # of the two groups (the younger) refuses new writes
+    for node, other in ((a, b), (b, a)):
+        wait_until(lambda node=node: sub_errors(node) != [], 60, "a line on errors()")
+        assert sub_errors(node) == ["SplitGroupError"]
+        wait_until(
+            lambda node=node, other=other: other.node_id in status(node)[DS]["split_with"],
+            30,
+            f"node {node.node_id}'s status naming the other group",
+        )
+    refusing = [n.node_id for n in (a, b) if status(n)[DS]["refusing_writes"]]
+    assert len(refusing) == 1
+    younger = procs.nodes[refusing[0]]
+    older = b if younger is a else a
+    younger.send(op="propose", id=DS, prefix="late-y-", count=1, concurrency=1)
+    older.send(op="propose", id=DS, prefix="late-o-", count=1, concurrency=1)
+    wait_until(lambda: proposed(younger, "late-y-") and proposed(older, "late-o-"), 30, "late")
+    failed = [e for e in younger.log if e.get("event") == "propose_failed"]
+    assert [e["error"] for e in failed] == ["SplitGroupError"]
+    assert "late-o-0" in acked(older)

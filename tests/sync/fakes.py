@@ -14,9 +14,9 @@ import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from copycat import LOAD_SNAPSHOT, LoadSnapshot
 from copycat._ids import DataStructureId
 from copycat.errors import ClosedError, CopyCatError, NotEnoughNodesError
-from copycat.host import LOAD_SNAPSHOT, LoadSnapshot
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable

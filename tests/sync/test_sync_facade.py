@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import copycat.sync
+from copycat import LOAD_SNAPSHOT
 from copycat._config import Config
 from copycat._ids import DataStructureId
 from copycat.errors import (
@@ -28,7 +29,6 @@ from copycat.errors import (
     NotLeaderError,
     ProposalDroppedError,
 )
-from copycat.host import LOAD_SNAPSHOT
 from copycat.sync import Channel, CopyCat, Subscription, _facade, select
 from tests.sync.fakes import FakeFactory, FakeSubscription
 

@@ -148,6 +148,80 @@ async def test_reconnects_after_the_other_side_restarts() -> None:
             await b2.close()
 
 
+@pytest.mark.asyncio
+async def test_a_removed_peer_is_forgotten_and_an_added_again_one_carries_frames() -> None:
+    """A node that left: its queue is dropped (counted), its pending request fails, its
+    connection closes and sends to it are dropped; when it comes back, `add_peer` of the
+    same id carries frames both ways again."""
+    arrived = asyncio.Event()
+
+    async def park(peer: int, body: bytes) -> bytes:
+        arrived.set()
+        await asyncio.Event().wait()  # never set: only the closed connection ends it
+        return b""
+
+    async def echo(peer: int, body: bytes) -> bytes:
+        return body
+
+    inbox = Collector()
+    async with endpoints(config(1), config(2)) as (a, b):
+        b.set_message_handler(inbox)
+        b.register_request_handler("park", park)
+        b.register_request_handler("echo", echo)
+        a.send(7, append(1, 2, 0))
+        await inbox.wait(1)
+        pending = asyncio.ensure_future(a.request(2, "park"))
+        async with asyncio.timeout(WAIT_S):
+            await arrived.wait()
+        for i in range(1, 4):
+            a.send(7, append(1, 2, i))  # queued, not yet written (no loop turn)
+        dropped = a.stats().messages_dropped_unreachable
+
+        a.remove_peer(2)
+
+        assert a.peer_status(2) is None
+        assert a.stats().messages_dropped_unreachable == dropped + 3
+        with pytest.raises(PeerUnreachableError):
+            await asyncio.wait_for(pending, WAIT_S)
+        a.send(7, append(1, 2, 4))  # to an unknown node: dropped and counted
+        assert a.stats().messages_dropped_unreachable == dropped + 4
+
+        def b_disconnected() -> bool:
+            status = b.peer_status(1)
+            return status is not None and not status.connected
+
+        await eventually(b_disconnected)
+        assert [m.prev_index for _, _, m in inbox.items] == [0]
+
+        a.add_peer(2, *b.address)
+        a.send(7, append(1, 2, 5))
+        await inbox.wait(2)
+        assert [m.prev_index for _, _, m in inbox.items] == [0, 5]
+        back = Collector()
+        a.set_message_handler(back)
+        b.send(7, Heartbeat(term=1, sender=2, to=1))
+        await back.wait(1)
+        assert await a.request(2, "echo", b"again") == b"again"
+
+
+@pytest.mark.asyncio
+async def test_a_peer_removed_and_added_again_at_once_carries_frames() -> None:
+    """Re-adding while the old connection is still closing: the new one takes over."""
+    inbox = Collector()
+    async with endpoints(config(1), config(2)) as (a, b):
+        b.set_message_handler(inbox)
+        a.send(7, append(1, 2, 0))
+        await inbox.wait(1)
+        a.remove_peer(2)
+        a.add_peer(2, *b.address)
+        a.send(7, append(1, 2, 1))
+        await inbox.wait(2)
+        assert [m.prev_index for _, _, m in inbox.items] == [0, 1]
+        status = a.peer_status(2)
+        assert status is not None
+        assert status.connected
+
+
 async def _stalled_peer(node_id: int) -> tuple[asyncio.Server, list[asyncio.StreamWriter]]:
     """A fake node that completes the handshake and then never reads again."""
     writers: list[asyncio.StreamWriter] = []

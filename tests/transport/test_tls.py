@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
+from copycat._net import is_loopback
 from copycat.transport import DevCerts, Endpoint, TLSConfig, TransportConfig
-from copycat.transport._config import is_loopback
 from tests.transport.conftest import Collector, append, config, endpoints, eventually
 
 

@@ -7,38 +7,39 @@ from copycat.host._config import HostConfig as HostConfig
 from copycat.host._control import Method as Method
 from copycat.host._control import decode_flag as decode_flag
 from copycat.host._control import encode_flag as encode_flag
-from copycat.host._host import LOAD_SNAPSHOT as LOAD_SNAPSHOT
 from copycat.host._host import Feed as Feed
 from copycat.host._host import GroupStatus as GroupStatus
 from copycat.host._host import Host as Host
-from copycat.host._host import LoadSnapshot as LoadSnapshot
 from copycat.host._host import MembershipProof as MembershipProof
 from copycat.host._host import Session as Session
-from copycat.host._host import SnapshotProvider as SnapshotProvider
 from copycat.host._host import decode_ints as decode_ints
 from copycat.host._host import encode_ints as encode_ints
+from copycat.host._leave import LEAVE_CONCURRENCY as LEAVE_CONCURRENCY
+from copycat.host._leave import Leave as Leave
+from copycat.host._leave import LeaveConfig as LeaveConfig
 from copycat.host._repair import Repair as Repair
 from copycat.host._repair import RepairConfig as RepairConfig
+from copycat.host._rule import RULE_INTS as RULE_INTS
 from copycat.host._rule import ReplicaRule as ReplicaRule
+from copycat.host._rule import new_incarnation as new_incarnation
 from copycat.host._tombstones import Tombstones as Tombstones
 
 __all__ = [
-    "LOAD_SNAPSHOT",
+    "RULE_INTS",
     "Feed",
     "GroupStatus",
     "Host",
     "HostConfig",
-    "LoadSnapshot",
     "MembershipProof",
     "Method",
     "Repair",
     "RepairConfig",
     "ReplicaRule",
     "Session",
-    "SnapshotProvider",
     "Tombstones",
     "decode_flag",
     "decode_ints",
     "encode_flag",
     "encode_ints",
+    "new_incarnation",
 ]

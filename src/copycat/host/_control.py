@@ -8,14 +8,16 @@ repair in `_repair`, leave in the node).
 
 | method | body | reply |
 |---|---|---|
-| create_group | (group, replicas, dc replicas, *voters) | empty |
-| start_replica | (group, replicas, dc replicas) | empty |
-| add_member | (group, node, voter 0/1) | empty |
+| create_group | (group, *rule, *voters) | the group's metadata record as the creator stores it |
+| start_replica | (group, *rule) | empty |
+| add_member | (group, node, voter 0/1) | the group's metadata record (empty when none) |
 | remove_member | (group, node) | empty |
 | lookup_group | (group,) | `encode_flag` |
 | membership_proof | (group,) | `encode_proof` |
 | hand_over | (group, node) | `encode_flag`: whether a replacement took the place |
 
+`*rule` is `ReplicaRule.ints()`: replicas, data center replicas (0: none asked),
+incarnation (0: not fixed yet), session ttl, max sessions (0: the member's own).
 An error travels as the transport's typed remote error, never as a reply value.
 """
 

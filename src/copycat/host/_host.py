@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgpack
 
+from copycat._snapshot import LOAD_SNAPSHOT
 from copycat.errors import (
     BrokenError,
     ClosedError,
@@ -51,6 +52,7 @@ from copycat.errors import (
     ProposalTimeoutError,
     TransportError,
 )
+from copycat.host._rule import ReplicaRule
 from copycat.host._sessions import (
     SESSION_ID_BYTES,
     Proposal,
@@ -78,6 +80,7 @@ from copycat.raft import (
 from copycat.storage import WriteBatch
 
 if TYPE_CHECKING:
+    from copycat._snapshot import LoadSnapshot, SnapshotProvider
     from copycat.host._config import HostConfig
     from copycat.raft import Ready
     from copycat.storage import GroupLog, LogStore
@@ -92,24 +95,6 @@ FEED_MEMORY_ITEMS: Final = 4096
 EXPIRE_EVERY_ENTRIES: Final = 1024
 """Session expiry runs at every index that is a multiple of this (same on every member)."""
 """Proposals a group keeps while it has no leader; older ones wait for their retry."""
-SnapshotProvider = Callable[[], "bytes | Awaitable[bytes]"]
-
-
-class LoadSnapshot:
-    """The type of `LOAD_SNAPSHOT`: the subscriber must reload its state."""
-
-    _instance: LoadSnapshot | None = None
-
-    def __new__(cls) -> LoadSnapshot:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "LOAD_SNAPSHOT"
-
-
-LOAD_SNAPSHOT: Final = LoadSnapshot()
 
 
 def _snapshot_payload(table: bytes, user: bytes) -> bytes:
@@ -190,9 +175,12 @@ class Feed:
         self._host = host
         self._group = group
         self._provider = provider
-        self.session = Session()
+        # The group's own limits when it has them (every member deduplicates alike),
+        # else this node's configuration (a group created before rules carried them).
+        rule = ReplicaRule.decode(group.log.meta())
         self.table = SessionTable(
-            ttl_entries=host.config.session_ttl_entries, max_sessions=host.config.max_sessions
+            ttl_entries=(rule and rule.session_ttl_entries) or host.config.session_ttl_entries,
+            max_sessions=(rule and rule.max_sessions) or host.config.max_sessions,
         )
         self.position = 0
         """Index of the last entry the subscriber has been handed."""
@@ -376,6 +364,7 @@ class _Group:
         "opened_at",
         "outbox",
         "raw",
+        "refusal",
         "restored_at",
         "retries",
         "retry_at",
@@ -410,6 +399,9 @@ class _Group:
         from which it holds (None: not known there, see `note_confs`); the first is the
         snapshot's. A snapshot carries the one in force at its own index (`conf_at`),
         which may lag raft's applied one."""
+        self.refusal: CopyCatError | None = None
+        """Raised by every new proposal when set (a group found to be the younger of two
+        under one id, see `Host.refuse_proposals`)."""
         self.heard: dict[int, float] = {}
         """When a raft message from each peer last arrived (loop time): the raft side of
         the evidence that repair needs before it replaces a member."""
@@ -485,6 +477,8 @@ class GroupStatus:
     """A subscriber's feed is attached here."""
     blank: bool
     """The member has heard from no one yet (no term, no log, no snapshot)."""
+    refusing_writes: bool = False
+    """New proposals are refused (`Host.refuse_proposals`)."""
 
     @property
     def is_leader(self) -> bool:
@@ -501,10 +495,9 @@ class Host:
         self.groups: dict[int, _Group] = {}
         self._awake: set[int] = set()
         """Groups that tick; the others are quiescent (see `_may_quiesce`)."""
-        self.is_alive: Callable[[int], bool] = lambda _node_id: True
-        """The membership layer's opinion of a node (set by the node); followers only
-        quiesce under a leader that is alive."""
         self._failed_nodes: set[int] = set()
+        """Nodes the membership layer reported failed (`node_failed`); followers only
+        quiesce under a leader that is not among them."""
         self._lazy_hard: dict[int, HardState] = {}
         """Commit indexes not yet written (`Ready.commit_only`): they go with the next
         write, or with the tick's if none comes first."""
@@ -625,8 +618,10 @@ class Host:
     def open_member(self, gid: int, *, meta: bytes | None = None) -> None:
         """Host an empty member of group `gid`; the leader fills it once it adds this node.
         `meta`, when given, becomes the group's metadata record unless it has one (it is
-        written once for the group's life; see `group_meta`)."""
-        if meta is not None and self.store.group(gid).meta() is None:
+        written once for the group's life; see `group_meta`), or has one without an
+        incarnation while `meta` has one (the creator's record, which names the group)."""
+        stored = self.store.group(gid).meta()
+        if meta is not None and (stored is None or _upgrades(stored, meta)):
             batch = WriteBatch()
             batch.set_meta(gid, meta)
             self.store.commit(batch)
@@ -643,9 +638,6 @@ class Host:
         if group is None:
             raise GroupNotFoundError(gid)
         return group
-
-    def leader_of(self, gid: int) -> int:
-        return self.group(gid).raw.leader_id
 
     def campaign(self, gid: int) -> None:
         """Start an election for `gid` here now, or as soon as this member has applied
@@ -837,8 +829,8 @@ class Host:
         """Idle groups stop ticking (no heartbeats, no election timer) until a message,
         a proposal or a failure wakes them. A leader quiesces once every member holds
         its whole log; a follower once it hears nothing new from a leader that the
-        membership layer says is alive (if that leader's node fails, `node_failed`
-        wakes the group and it elects another)."""
+        membership layer has not reported failed (if that leader's node fails,
+        `node_failed` wakes the group and it elects another)."""
         raw = group.raw
         if group.waiters or group.outbox or raw.has_ready():
             return False
@@ -848,12 +840,7 @@ class Host:
                 return False
             return all(pr.match == last for pr in raw.raft.tracker.progress.values())
         leader = raw.leader_id
-        return (
-            bool(leader)
-            and raw.role == Role.FOLLOWER
-            and leader not in self._failed_nodes
-            and self.is_alive(leader)
-        )
+        return bool(leader) and raw.role == Role.FOLLOWER and leader not in self._failed_nodes
 
     def wake(self, gid: int) -> None:
         """Make a quiescent group tick again."""
@@ -986,7 +973,7 @@ class Host:
         self.counters["snapshots_taken"] += 1
         conf = group.raw.conf_state()
         for member in sorted(conf.members() - {self.config.node_id}):
-            if member in self._failed_nodes or not self.is_alive(member):
+            if member in self._failed_nodes:
                 continue  # raft ships it when the member is back and behind
             offer = InstallSnapshot(
                 term=0, sender=self.config.node_id, to=member, snapshot=Snapshot(metadata=meta)
@@ -1024,6 +1011,8 @@ class Host:
         if self._closed:
             raise ClosedError("the node is shut down")
         group = self.group(gid)
+        if group.refusal is not None:
+            raise group.refusal
         cfg = self.config
         if session.window is None:
             session.window = asyncio.Semaphore(cfg.max_in_flight_proposals)
@@ -1259,7 +1248,13 @@ class Host:
             joint=conf.is_joint(),
             subscribed=group.feed is not None and not group.feed.closed,
             blank=raft.term == 0 and raft.log.last_index() == 0,
+            refusing_writes=group.refusal is not None,
         )
+
+    def matches(self, gid: int) -> dict[int, int]:
+        """On the leader: the highest index known replicated on each member of `gid`
+        (empty elsewhere)."""
+        return {n: pr.match for n, pr in self.group(gid).raw.status().progress.items()}
 
     def silent_for(self, gid: int, node_id: int) -> float:
         """Seconds since a raft message of group `gid` last arrived here from `node_id`
@@ -1290,6 +1285,11 @@ class Host:
         return MembershipProof(
             term=raft.term, voters=frozenset(conf.voters), learners=frozenset(conf.learners)
         )
+
+    def refuse_proposals(self, gid: int, error: CopyCatError) -> None:
+        """From now on every new proposal to `gid` here raises `error` (proposals in
+        flight go on: they may commit)."""
+        self.group(gid).refusal = error
 
     def term_of(self, gid: int) -> int:
         """The raft term this node's member of `gid` is in."""
@@ -1332,7 +1332,7 @@ class Host:
     async def _serve_add_member(self, peer: int, body: bytes) -> bytes:
         gid, node_id, voter = decode_ints(body, 3)
         await self.add_member(gid, node_id, voter=bool(voter))
-        return b""
+        return self.group_meta(gid) or b""  # the joiner learns the group's rule
 
     # -- subscribers --------------------------------------------------------------------------
 
@@ -1349,6 +1349,15 @@ class Host:
             group.feed.closed = True
             group.feed.wake.set()
             group.feed = None
+
+
+def _upgrades(stored: bytes, new: bytes) -> bool:
+    old_rule, new_rule = ReplicaRule.decode(stored), ReplicaRule.decode(new)
+    return (
+        new_rule is not None
+        and new_rule.incarnation != 0
+        and (old_rule is None or old_rule.incarnation == 0)
+    )
 
 
 async def _iterate_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:

@@ -35,7 +35,7 @@ from copycat._ids import DataStructureId
 from copycat.errors import CopyCatError, NotEnoughNodesError
 from copycat.host._control import Method, decode_proof, encode_proof
 from copycat.host._host import decode_ints, encode_ints
-from copycat.host._rule import ReplicaRule
+from copycat.host._rule import RULE_INTS, ReplicaRule
 from copycat.placement import NodeInfo, PlacementRule, Topology, place
 
 if TYPE_CHECKING:
@@ -73,6 +73,8 @@ class Repair:
         locate: Callable[[int], set[int]],
         publish: Callable[[int], None],
         on_removed: Callable[[int, str], None],
+        incarnations: Callable[[int], dict[int, int]] = lambda gid: {},
+        on_split: Callable[[int, int, dict[int, int]], None] = lambda gid, mine, others: None,
     ) -> None:
         self.config = config
         self.host = host
@@ -81,6 +83,10 @@ class Repair:
         self._locate = locate
         self._publish = publish
         self._on_removed = on_removed
+        self._incarnations = incarnations
+        self._on_split = on_split
+        self._splits: dict[int, frozenset[tuple[int, int]]] = {}
+        """Groups seen split, with what was seen (reported again only when it changes)."""
         self.changing: set[int] = set()
         """Groups whose membership this node is changing (repair, top-up, hand-over)."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -147,6 +153,7 @@ class Repair:
             status = host.group_status(gid)
             if status is None:
                 continue
+            self._check_split(gid)
             if status.is_leader:
                 self._lonely_since.pop(gid, None)
                 await self._repair_group(gid, live, now)
@@ -157,6 +164,32 @@ class Repair:
                     await self.check_membership(gid)
             else:
                 self._lonely_since.pop(gid, None)
+
+    def _check_split(self, gid: int) -> None:
+        """Two groups under one id show in the directory as two incarnations (each
+        member publishes its group's); call `on_split` once per new sighting. Members
+        without a known incarnation (groups created before incarnations) prove nothing."""
+        rule = self.rule_of(gid)
+        if rule is None or not rule.incarnation:
+            return
+        others = {
+            node: inc
+            for node, inc in self._incarnations(gid).items()
+            if inc != rule.incarnation and node != self.config.node_id
+        }
+        seen = frozenset(others.items())
+        if not others:
+            self._splits.pop(gid, None)
+            return
+        if self._splits.get(gid) == seen:
+            return
+        self._splits[gid] = seen
+        self._on_split(gid, rule.incarnation, others)
+
+    def _other_group(self, gid: int) -> list[int]:
+        """Nodes seen hosting another group under the same id: never placed in this one
+        (their member belongs to the other group; adding it would merge two logs)."""
+        return sorted(node for node, _ in self._splits.get(gid, ()))
 
     def _quiet(self, status: GroupStatus) -> bool:
         """Whether a member should ask if it is still one (rule 5): it knows no leader,
@@ -281,7 +314,7 @@ class Repair:
             DataStructureId.from_int(gid),
             max(1, len(others) + 1),
             self.rule_of(gid),
-            exclude=sorted({*exclude, victim}),
+            exclude=sorted({*exclude, victim, *self._other_group(gid)}),
             current=others,
         )
         return [n for n in target if n not in conf.voters]
@@ -348,7 +381,9 @@ class Repair:
         ds = DataStructureId.from_int(gid)
         for count in range(rule.replicas, have, -1):
             try:
-                target = self.place(ds, count, rule, current=sorted(conf.voters))
+                target = self.place(
+                    ds, count, rule, current=sorted(conf.voters), exclude=self._other_group(gid)
+                )
             except NotEnoughNodesError:
                 continue
             newcomers = [n for n in target if n not in conf.voters]
@@ -369,7 +404,7 @@ class Repair:
         """On the leader: start a member of `gid` on `node_id` (passing the group's rule
         on), add it as a learner, and promote it once it has caught up."""
         host = self.host
-        ints = (0, 0) if rule is None else rule.ints()
+        ints = (0,) * RULE_INTS if rule is None else rule.ints()
         if node_id == self.config.node_id:
             host.open_member(gid, meta=None if rule is None else rule.encode())
             self._publish(gid)

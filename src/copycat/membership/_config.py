@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from copycat._net import is_loopback
 from copycat.errors import ConfigError
-from copycat.transport._config import is_loopback
 
 Preset = Literal["local", "lan", "wan"]
 """Timing preset of the gossip protocol (kinship's presets): `local` probes every 200 ms and

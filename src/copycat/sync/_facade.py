@@ -21,8 +21,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Final, TypeVar, cast, final
 
 from copycat._ids import DataStructureId
+from copycat._snapshot import LOAD_SNAPSHOT, LoadSnapshot
 from copycat.errors import ClosedError, CopyCatError
-from copycat.host import LOAD_SNAPSHOT, LoadSnapshot
 from copycat.sync._channel import DEFAULT_CAPACITY, Channel, deadline_after, remaining
 from copycat.sync._loop import CANCEL_GRACE_S, LoopThread
 

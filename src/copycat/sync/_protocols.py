@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
     from copycat._config import Config
     from copycat._ids import DataStructureId
+    from copycat._snapshot import LoadSnapshot, SnapshotProvider
     from copycat.errors import CopyCatError
-    from copycat.host import LoadSnapshot, SnapshotProvider
 
 
 class AsyncSubscription(Protocol):
@@ -58,7 +58,7 @@ class AsyncNode(Protocol):
     `copycat.CopyCat`).
 
     The snapshot provider given to `subscribe` may return bytes or an awaitable of
-    bytes (`copycat.host.SnapshotProvider`): the facade passes an async one, which runs
+    bytes (`SnapshotProvider`): the facade passes an async one, which runs
     the user's provider in the thread that reads the commits (see `copycat.sync`).
     """
 

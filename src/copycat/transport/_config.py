@@ -9,7 +9,6 @@ ssl context from these paths when it starts), or any mutable state.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from dataclasses import dataclass
 from typing import Final
@@ -27,16 +26,6 @@ MIN_FRAME_BYTES: Final = 64 * KIB
 
 MAX_FRAME_BYTES_LIMIT: Final = (1 << 31) - 1
 """The frame length field is 32 bits; larger frames could not be described."""
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` names the loopback interface (an IP literal or "localhost")."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -41,12 +41,12 @@ from collections.abc import (
     Awaitable,
     Callable,
     Coroutine,
-    Iterable,
 )
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, final
 
 from copycat import errors
+from copycat._net import is_loopback
 from copycat.errors import (
     ClosedError,
     CopyCatError,
@@ -85,7 +85,7 @@ from copycat.transport._codec import (
     new_packer,
     unpack,
 )
-from copycat.transport._config import MIB, MIN_FRAME_BYTES, TransportConfig, is_loopback
+from copycat.transport._config import MIB, MIN_FRAME_BYTES, TransportConfig
 from copycat.transport._faults import FaultHooks
 from copycat.transport._frames import (
     COMPRESSED_PREFIX,
@@ -1163,17 +1163,25 @@ class Endpoint:
                 peer.wanted.set()
 
     def remove_peer(self, node_id: int) -> None:
-        """Forget node `node_id`: stop dialing it, close its connection, drop its queue."""
+        """Forget node `node_id` (it left the cluster): stop dialing it, close its
+        connection gracefully (its pending requests and snapshot streams fail with
+        `PeerUnreachableError`) and drop what is queued for it, counted in
+        `messages_dropped_unreachable`. Sends to it are then dropped as to any unknown
+        node. A later `add_peer(node_id, ...)` starts afresh; if the node dials first,
+        it is answered as a peer whose address is not known yet."""
         peer = self.peers.pop(node_id, None)
         if peer is None:
             return
         peer.removed = True
         if peer.dial_task is not None:
             peer.dial_task.cancel()
-        if peer.conn is not None:
-            peer.conn.close("peer removed")
+        conn, peer.conn = peer.conn, None  # late writes (delayed by a fault) find no link
+        if conn is not None:
+            conn.close("peer removed")
+        self.counters.messages_dropped_unreachable += len(peer.parts) - 1
         peer.parts = [b""]
         peer.queued_bytes = 0
+        peer.groups = set()
 
     def stats(self) -> TransportStats:
         """A snapshot of the counters."""
@@ -1224,12 +1232,6 @@ class Endpoint:
                 self.loop.call_later(delay, self._enqueue, peer, group, data)
                 return
         self._enqueue(peer, group, self._encode(group, message))
-
-    def send_many(self, envelopes: Iterable[Envelope]) -> None:
-        """`send(group, message)` for each (group, message)."""
-        send = self.send
-        for group, message in envelopes:
-            send(group, message)
 
     def _encode(self, group: int, message: Message) -> bytes:
         if type(message) is InstallSnapshot:
