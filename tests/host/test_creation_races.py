@@ -76,6 +76,6 @@ async def test_a_new_learner_is_caught_up_before_promotion(cluster: Cluster) -> 
         await cluster.hosts[follower].wait_caught_up(GID, 4)
     await cluster.hosts[leader].wait_caught_up(GID, 4)
 
-    assert cluster.hosts[4].groups[GID].raw.raft.log.last_index() >= (
-        cluster.hosts[leader].groups[GID].raw.raft.log.committed
+    assert cluster.hosts[4].groups[GID].raw.last_index() >= (
+        cluster.hosts[leader].groups[GID].raw.commit_index()
     )

@@ -157,7 +157,7 @@ async def test_a_waiting_subscriber_wakes_for_a_snapshot_with_nothing_after_it(
         cluster.faults.cut(leader, 4)
         await cluster.hosts[leader].add_member(GID, 4, voter=False)
         group = cluster.hosts[leader].groups[GID]
-        assert group.applied == group.raw.raft.log.last_index()
+        assert group.applied == group.raw.last_index()
         cluster.hosts[leader].take_snapshot(group, group.applied, feed.table.encode(), b"saved")
 
         # act: the link heals; the leader can only ship the snapshot

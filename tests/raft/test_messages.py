@@ -218,11 +218,11 @@ def test_forwarded_proposal_with_malformed_conf_change_is_dropped_not_raised(
     """STYLE.md section 1: "Remote garbage is counted, logged and dropped." A proposal
     forwarded by a follower is remote input: `step` must not raise on it."""
     node, _ = single_voter_leader()
-    last = node.raft.log.last_index()
+    last = node.last_index()
     bad = Entry(term=0, index=0, kind=EntryKind.CONF_CHANGE, data=data)
     node.step(Propose(term=0, sender=2, to=1, entries=(bad,)))
     assert node.status().dropped_proposals == 1
-    assert node.raft.log.last_index() == last  # nothing appended
+    assert node.last_index() == last  # nothing appended
 
 
 # -- RaftConfig.validate ------------------------------------------------------------------

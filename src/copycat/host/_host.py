@@ -442,8 +442,8 @@ class _Group:
 
     def progress(self) -> tuple[int, int, int]:
         """What changes when the group does work (heartbeats alone do not change it)."""
-        raft = self.raw.raft
-        return raft.log.last_index(), raft.log.committed, raft.term
+        raw = self.raw
+        return raw.last_index(), raw.commit_index(), raw.term
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -612,8 +612,7 @@ class Host:
         """True when this node's member of `gid` exists but has heard from no one yet (no
         term, no log, no snapshot): what `open_member` leaves until a leader fills it."""
         group = self.group(gid)
-        raft = group.raw.raft
-        return raft.term == 0 and raft.log.last_index() == 0
+        return group.raw.term == 0 and group.raw.last_index() == 0
 
     def open_member(self, gid: int, *, meta: bytes | None = None) -> None:
         """Host an empty member of group `gid`; the leader fills it once it adds this node.
@@ -645,7 +644,7 @@ class Host:
         election timeout."""
         self.wake(gid)
         group = self.group(gid)
-        if group.raw.raft.promotable():
+        if group.raw.promotable():
             group.raw.campaign()
         else:
             group.campaign_wanted = True
@@ -726,7 +725,7 @@ class Host:
                 group.note_confs(changes, group.raw.conf_state())
             if rd.snapshot is not None or changes:
                 self._check_still_member(group)
-            if group.campaign_wanted and group.raw.raft.promotable():
+            if group.campaign_wanted and group.raw.promotable():
                 group.campaign_wanted = False
                 group.raw.campaign()
             if group.raw.has_ready() or (
@@ -835,10 +834,9 @@ class Host:
         if group.waiters or group.outbox or raw.has_ready():
             return False
         if raw.is_leader():
-            last = raw.raft.log.last_index()
-            if raw.raft.lead_transferee:
+            if raw.lead_transferee:
                 return False
-            return all(pr.match == last for pr in raw.raft.tracker.progress.values())
+            return raw.all_match(raw.last_index())
         leader = raw.leader_id
         return bool(leader) and raw.role == Role.FOLLOWER and leader not in self._failed_nodes
 
@@ -1132,8 +1130,8 @@ class Host:
         while loop.time() < deadline:
             if not raw.is_leader():
                 raise NotLeaderError(raw.leader_id or None)
-            progress = raw.raft.tracker.progress.get(node_id)
-            if progress is not None and progress.match >= raw.raft.log.committed:
+            match = raw.match_of(node_id)
+            if match is not None and match >= raw.commit_index():
                 return
             group.changed.clear()
             with contextlib.suppress(TimeoutError):
@@ -1234,20 +1232,19 @@ class Host:
         if group is None:
             return None
         raw = group.raw
-        raft = raw.raft
         conf = raw.conf_state()
         return GroupStatus(
             gid=gid,
-            role=raft.role,
-            leader_id=raft.lead,
-            term=raft.term,
-            commit=raft.log.committed,
+            role=raw.role,
+            leader_id=raw.leader_id,
+            term=raw.term,
+            commit=raw.commit_index(),
             applied=group.applied,
             voters=frozenset(conf.voters),
             learners=frozenset(conf.learners),
             joint=conf.is_joint(),
             subscribed=group.feed is not None and not group.feed.closed,
-            blank=raft.term == 0 and raft.log.last_index() == 0,
+            blank=raw.term == 0 and raw.last_index() == 0,
             refusing_writes=group.refusal is not None,
         )
 
@@ -1271,19 +1268,16 @@ class Host:
         group = self.groups.get(gid)
         if group is None:
             return None
-        raft = group.raw.raft
-        if raft.role != Role.LEADER or raft.log.applied < raft.log.committed:
+        raw = group.raw
+        if not raw.is_leader() or raw.applied_index() < raw.commit_index():
             return None
-        try:
-            if raft.log.term(raft.log.committed) != raft.term:
-                return None
-        except CopyCatError:
-            return None
-        conf = group.raw.conf_state()
+        if raw.term_at(raw.commit_index()) != raw.term:
+            return None  # nothing committed in its own term yet
+        conf = raw.conf_state()
         if conf.is_joint():
             return None
         return MembershipProof(
-            term=raft.term, voters=frozenset(conf.voters), learners=frozenset(conf.learners)
+            term=raw.term, voters=frozenset(conf.voters), learners=frozenset(conf.learners)
         )
 
     def refuse_proposals(self, gid: int, error: CopyCatError) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from copycat.errors import InternalError
+from copycat.errors import CopyCatError, InternalError
 from copycat.raft._bugs import NO_BUGS, DeliberateBugs
 from copycat.raft._messages import (
     ConfChange,
@@ -117,7 +117,7 @@ class Status:
 class RawNode:
     """One member of one raft group, driven by its host (see the module contract)."""
 
-    __slots__ = ("_awaiting_advance", "_prev_hard", "_prev_soft", "raft")
+    __slots__ = ("_awaiting_advance", "_prev_hard", "_prev_soft", "_raft")
 
     def __init__(
         self,
@@ -127,29 +127,29 @@ class RawNode:
         rng: RandomSource | None = None,
         bugs: DeliberateBugs = NO_BUGS,
     ) -> None:
-        self.raft = Raft(config, storage, rng, bugs)
+        self._raft = Raft(config, storage, rng, bugs)
         self._prev_soft = self._soft_state()
-        self._prev_hard = self.raft.hard_state()
+        self._prev_hard = self._raft.hard_state()
         self._awaiting_advance = False
 
     # -- inputs -------------------------------------------------------------------------
 
     def tick(self) -> None:
-        self.raft.tick()
+        self._raft.tick()
 
     def campaign(self) -> None:
         """Start an election now (with pre-vote when configured)."""
-        self.raft.hup(
-            CampaignKind.PRE_ELECTION if self.raft.config.pre_vote else CampaignKind.ELECTION
+        self._raft.hup(
+            CampaignKind.PRE_ELECTION if self._raft.config.pre_vote else CampaignKind.ELECTION
         )
 
     def step(self, message: Message) -> None:
         """Feed a message received from another member."""
-        if message.to != self.raft.id:
+        if message.to != self._raft.id:
             raise InternalError(
-                f"message for node {message.to} delivered to node {self.raft.id}: {message!r}"
+                f"message for node {message.to} delivered to node {self._raft.id}: {message!r}"
             )
-        self.raft.step(message)
+        self._raft.step(message)
 
     def propose(self, data: bytes) -> None:
         """Propose `data` for the log. On the leader it is appended at once; elsewhere
@@ -157,17 +157,17 @@ class RawNode:
         (or forwarding is off) and `ProposalDroppedError` when the leader refuses it.
         Being accepted here does not mean being committed: watch the committed entries.
         """
-        self.raft.propose([Entry(term=0, index=0, data=data)])
+        self._raft.propose([Entry(term=0, index=0, data=data)])
 
     def propose_many(self, items: list[bytes]) -> None:
         """Propose several entries at once (one append, one message per follower)."""
-        self.raft.propose([Entry(term=0, index=0, data=d) for d in items])
+        self._raft.propose([Entry(term=0, index=0, data=d) for d in items])
 
     def propose_conf_change(self, change: ConfChange) -> None:
         """Propose a membership change. Besides the errors of `propose`, raises
         `ConfChangeError` when the change is unsafe now (another one is pending, the
         joint rules, no voters left...)."""
-        self.raft.propose(
+        self._raft.propose(
             [Entry(term=0, index=0, kind=EntryKind.CONF_CHANGE, data=change.encode())]
         )
 
@@ -176,27 +176,27 @@ class RawNode:
         later `Ready` once the leader has confirmed its leadership."""
         if not context:
             raise ValueError("read_index needs a non-empty context to match its ReadState")
-        self.raft.read_index(context)
+        self._raft.read_index(context)
 
     def transfer_leader(self, target: int) -> None:
         """Ask the leader to hand leadership to `target` (thesis §3.10)."""
-        self.raft.transfer_leader(target)
+        self._raft.transfer_leader(target)
 
     def report_unreachable(self, node_id: int) -> None:
         """The host could not send to `node_id`; the leader stops pipelining to it."""
-        self.raft.report_unreachable(node_id)
+        self._raft.report_unreachable(node_id)
 
     def report_snapshot(self, node_id: int, *, success: bool) -> None:
         """Outcome of sending a snapshot to `node_id`."""
-        self.raft.report_snapshot(node_id, success=success)
+        self._raft.report_snapshot(node_id, success=success)
 
     # -- outputs ------------------------------------------------------------------------
 
     def _soft_state(self) -> SoftState:
-        return SoftState(leader_id=self.raft.lead, role=self.raft.role)
+        return SoftState(leader_id=self._raft.lead, role=self._raft.role)
 
     def has_ready(self) -> bool:
-        r = self.raft
+        r = self._raft
         log = r.log
         return bool(
             r.msgs
@@ -215,7 +215,7 @@ class RawNode:
     def ready(self) -> Ready:
         if self._awaiting_advance:
             raise InternalError("ready() called again before advance() of the previous one")
-        r = self.raft
+        r = self._raft
         log = r.log
         soft = self._soft_state()
         hard = r.hard_state()
@@ -259,7 +259,7 @@ class RawNode:
         if not self._awaiting_advance:
             raise InternalError("advance() without a ready()")
         self._awaiting_advance = False
-        r = self.raft
+        r = self._raft
         log = r.log
         if rd.hard_state is not None:
             self._prev_hard = rd.hard_state
@@ -282,29 +282,70 @@ class RawNode:
 
     @property
     def node_id(self) -> int:
-        return self.raft.id
+        return self._raft.id
 
     @property
     def leader_id(self) -> int:
-        return self.raft.lead
+        return self._raft.lead
 
     @property
     def role(self) -> Role:
-        return self.raft.role
+        return self._raft.role
 
     @property
     def term(self) -> int:
-        return self.raft.term
+        return self._raft.term
+
+    @property
+    def lead_transferee(self) -> int:
+        """The voter a leadership transfer is under way to (0: none)."""
+        return self._raft.lead_transferee
+
+    def last_index(self) -> int:
+        """The index of the last entry in this member's log (stable or not)."""
+        return self._raft.log.last_index()
+
+    def commit_index(self) -> int:
+        return self._raft.log.committed
+
+    def applied_index(self) -> int:
+        return self._raft.log.applied
+
+    def term_at(self, index: int) -> int | None:
+        """The term of entry `index` in this member's log, None when it is not there
+        (compacted or beyond the end)."""
+        try:
+            return self._raft.log.term(index)
+        except CopyCatError:
+            return None
+
+    def promotable(self) -> bool:
+        """Whether this member is a voter of its applied configuration (it may campaign)."""
+        return self._raft.promotable()
+
+    def match_of(self, node_id: int) -> int | None:
+        """On the leader: the highest index known replicated on `node_id`; None elsewhere
+        or for a node that is not a member."""
+        if self._raft.role != Role.LEADER:
+            return None
+        pr = self._raft.tracker.progress.get(node_id)
+        return None if pr is None else pr.match
+
+    def all_match(self, index: int) -> bool:
+        """On the leader: every member holds the log up to `index` (False elsewhere)."""
+        if self._raft.role != Role.LEADER:
+            return False
+        return all(pr.match == index for pr in self._raft.tracker.progress.values())
 
     def is_leader(self) -> bool:
-        return self.raft.role == Role.LEADER
+        return self._raft.role == Role.LEADER
 
     def conf_state(self) -> ConfState:
         """The membership as of the last applied entry (what a snapshot taken now holds)."""
-        return self.raft.tracker.conf_state()
+        return self._raft.tracker.conf_state()
 
     def status(self) -> Status:
-        r = self.raft
+        r = self._raft
         progress = {}
         if r.role == Role.LEADER:
             progress = {

@@ -105,10 +105,10 @@ def test_leader_refuses_proposals_past_max_uncommitted_bytes() -> None:
     # act / check: 400 + 400 fit, a third 400 does not
     net.raw(1).propose(b"a" * 400)
     net.raw(1).propose(b"b" * 400)
-    last = leader.raw.raft.log.last_index()
+    last = leader.raw.last_index()
     with pytest.raises(ProposalDroppedError, match="uncommitted"):
         net.raw(1).propose(b"c" * 400)
-    assert leader.raw.raft.log.last_index() == last
+    assert leader.raw.last_index() == last
     assert net.raw(1).status().dropped_proposals == 1
 
     # act / check: once they commit there is room again
@@ -148,7 +148,7 @@ def test_forwarded_proposal_refused_by_the_leader_is_counted() -> None:
 
     # check
     assert net.raw(1).status().dropped_proposals == 1
-    assert [e.data for e in net[1].raw.raft.log.all_entries()][-1] == b"a" * 80
+    assert [e.data for e in net[1].raw._raft.log.all_entries()][-1] == b"a" * 80
 
 
 def test_max_inflight_msgs_pauses_a_replicating_follower() -> None:

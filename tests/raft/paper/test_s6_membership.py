@@ -129,12 +129,12 @@ def test_only_one_change_may_be_pending() -> None:
     net.add_node(4)
     net.add_node(5)
     net.raw(1).propose_conf_change(add_voter(4))
-    last = net.raw(1).raft.log.last_index()
+    last = net.raw(1).last_index()
 
     # act / check: refused while the first is pending
     with pytest.raises(ConfChangeError, match="one change at a time"):
         net.raw(1).propose_conf_change(add_voter(5))
-    assert net.raw(1).raft.log.last_index() == last
+    assert net.raw(1).last_index() == last
 
     # act / check: accepted once the first is applied
     net.stabilize()
@@ -345,7 +345,7 @@ def test_learner_votes_are_not_counted() -> None:
     net.raw(1).campaign()
     net.process(1)
     net.take()
-    term = net[1].raw.raft.term + (1 if net[1].role == Role.PRE_CANDIDATE else 0)
+    term = net[1].raw.term + (1 if net[1].role == Role.PRE_CANDIDATE else 0)
     role = net[1].role
 
     # act
