@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Final, final
 
 if TYPE_CHECKING:
@@ -88,6 +88,10 @@ class GroupStatus:
     learners: list[int]
     replicas_on: list[int]
     """The live nodes the directory says host a replica of it (as this node knows)."""
+    split_with: list[int] = field(default_factory=list)
+    """Nodes seen hosting another raft group under the same id (docs/host.md)."""
+    refusing_writes: bool = False
+    """This group is the younger of two under one id and refuses new writes."""
 
 
 @final
@@ -144,6 +148,8 @@ def collect(cc: CopyCat, *, state: str, interval_s: float) -> NodeStatus:
             voters=list(g.voters),
             learners=list(g.learners),
             replicas_on=list(g.replicas_on),
+            split_with=list(g.split_with),
+            refusing_writes=g.refusing_writes,
         )
         for g in cc.groups()
     ]
@@ -279,6 +285,8 @@ def _node_status(raw: object) -> NodeStatus:
                 voters=_ints(g, "voters"),
                 learners=_ints(g, "learners"),
                 replicas_on=_ints(g, "replicas_on"),
+                split_with=_ints(g, "split_with") if "split_with" in g else [],
+                refusing_writes=g.get("refusing_writes") is True,
             )
             for g in map(_obj, _list(obj, "groups"))
         ],
@@ -376,6 +384,7 @@ def render(status: NodeStatus, *, now: float) -> str:
                 "VOTERS",
                 "LEARNERS",
                 "REPLICAS ON",
+                "SPLIT",
             ],
             [
                 [
@@ -389,6 +398,13 @@ def render(status: NodeStatus, *, now: float) -> str:
                     _ids(g.voters),
                     _ids(g.learners),
                     _ids(g.replicas_on),
+                    (
+                        ("refuses writes; " if g.refusing_writes else "older; ")
+                        + "other group on "
+                        + _ids(g.split_with)
+                    )
+                    if g.split_with
+                    else "-",
                 ]
                 for g in status.groups
             ],
