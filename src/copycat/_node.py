@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
-import secrets
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -36,7 +33,6 @@ from copycat._ids import DataStructureId
 from copycat.errors import (
     BrokenError,
     ClosedError,
-    ClusterUnreachableError,
     CopyCatError,
     NotLeaderError,
     PeerUnreachableError,
@@ -44,7 +40,8 @@ from copycat.errors import (
     SplitGroupError,
 )
 from copycat.host import (
-    RULE_INTS,
+    Creation,
+    CreationConfig,
     Host,
     Leave,
     LeaveConfig,
@@ -54,13 +51,10 @@ from copycat.host import (
     ReplicaRule,
     Session,
     Tombstones,
-    decode_flag,
-    decode_ints,
-    encode_flag,
     encode_ints,
-    new_incarnation,
 )
 from copycat.membership import (
+    DirectoryChanged,
     DirectoryEntry,
     MemberFailed,
     MemberInfo,
@@ -70,7 +64,6 @@ from copycat.membership import (
     Membership,
     Role,
 )
-from copycat.placement import PlacementRule, place
 from copycat.transport import Endpoint
 
 if TYPE_CHECKING:
@@ -88,9 +81,6 @@ log = logging.getLogger("copycat")
 DEFAULT_LEAVE_TIMEOUT_S: Final = 120.0
 """How long `CopyCat.leave()` hands replicas over, when not told, before it gives up on
 the groups left and shuts down anyway."""
-DIRECTORY_WAIT_S: Final = 10.0
-"""How long a subscribe to an id that nobody seems to host waits for the cluster's
-directory to settle before it decides."""
 
 
 def _load_node_id(path: Path, configured: int | None) -> int:
@@ -162,12 +152,7 @@ class CopyCat:
         self._repair: Repair | None = None
         self._leave: Leave | None = None
         self._tombstones: Tombstones | None = None
-        self._cluster_seen = False
-        """Whether this node has reached the cluster it was told to join (always, for a
-        node told to start one: an empty `peers_to_contact`)."""
-        self._known: set[int] = set()
-        """Nodes seen live since start, less those that left on purpose: the quorum a
-        node needs to see before it decides that nobody hosts an id."""
+        self._creation: Creation | None = None
         self._leaving = False
         self._subscriptions: dict[int, Subscription] = {}
         self._rejoins: dict[int, asyncio.Task[None]] = {}
@@ -211,7 +196,8 @@ class CopyCat:
         endpoint = Endpoint(cfg.transport_config(self.node_id))
         await endpoint.start()
         self._endpoint = endpoint
-        self._tombstones = Tombstones(cfg.node_id_file.parent / "tombstones")
+        tombstones = Tombstones(cfg.node_id_file.parent / "tombstones")
+        self._tombstones = tombstones
         host = Host(cfg.host_config(self.node_id), store, endpoint)
         self._host = host
         membership = Membership(
@@ -235,9 +221,26 @@ class CopyCat:
         )
         self._repair = repair
         host.on_removed = lambda gid: self._member_removed(gid, "it applied its own removal")
-        endpoint.register_request_handler(Method.CREATE_GROUP, self._serve_create_group)
-        endpoint.register_request_handler(Method.START_REPLICA, self._serve_start_replica)
-        endpoint.register_request_handler(Method.LOOKUP, self._serve_lookup)
+        creation = Creation(
+            CreationConfig(
+                node_id=self.node_id,
+                replicas=cfg.replicas,
+                proposal_timeout_s=cfg.proposal_timeout_s,
+                tick_interval_s=cfg.tick_interval_s,
+                peers_to_contact=tuple(cfg.peers_to_contact),
+            ),
+            host,
+            repair,
+            tombstones,
+            call=self._call,
+            membership=membership,
+            publish=lambda gid: self._publish(upsert=[gid]),
+            leaving=lambda: self._leaving,
+        )
+        self._creation = creation
+        endpoint.register_request_handler(Method.CREATE_GROUP, creation.serve_create_group)
+        endpoint.register_request_handler(Method.START_REPLICA, creation.serve_start_replica)
+        endpoint.register_request_handler(Method.LOOKUP, creation.serve_lookup)
         endpoint.register_request_handler(Method.MEMBERSHIP_PROOF, repair.serve_membership_proof)
         self._leave = Leave(
             LeaveConfig(
@@ -255,10 +258,8 @@ class CopyCat:
         endpoint.register_request_handler(Method.HAND_OVER, self._leave.serve_hand_over)
         await membership.start()
         self._membership = membership
-        self._note_members()
-        if not cfg.peers_to_contact:
-            self._cluster_seen = True
-        elif not self._cluster_seen:
+        creation.note_members()
+        if not creation.cluster_seen:
             log.warning(
                 "none of peers_to_contact (%s) answered: this node creates no group and "
                 "serves no new subscription until it reaches the cluster; retrying (check "
@@ -380,46 +381,19 @@ class CopyCat:
                 host, port = _split_address(member.transport_address)
                 endpoint.add_peer(member.node_id, host, port)
 
-    def _note_members(self) -> None:
-        """Remember the nodes seen live; the first other one means the cluster is
-        reached."""
-        _, _, membership = self._parts()
-        for member in membership.view().members:
-            self._known.add(member.node_id)
-            if member.node_id != self.node_id and not self._cluster_seen:
-                self._cluster_seen = True
-                if self.config.peers_to_contact:
-                    log.info("reached the cluster (node %d answered)", member.node_id)
-
     def _hosts_of(self, gid: int) -> set[int]:
         _, _, membership = self._parts()
         return {r.node_id for r in membership.locate(str(DataStructureId.from_int(gid)))}
-
-    async def _need_cluster(self, what: str) -> None:
-        """Wait (up to `proposal_timeout_s`) until this node has reached the cluster it
-        was told to join; `ClusterUnreachableError` otherwise. A node that cannot see
-        its cluster must not create groups: the cluster may hold them already."""
-        if self._cluster_seen:
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.proposal_timeout_s
-        while not self._cluster_seen:
-            if loop.time() >= deadline:
-                raise ClusterUnreachableError(
-                    f"{what}: none of peers_to_contact "
-                    f"({', '.join(self.config.peers_to_contact)}) answered within "
-                    f"{self.config.proposal_timeout_s:.0f} s; this node creates nothing "
-                    "until it reaches its cluster (check the addresses, the cluster name "
-                    "and the gossip keys)"
-                )
-            await asyncio.sleep(self.config.tick_interval_s * 5)
 
     async def _watch_membership(self) -> None:
         _, endpoint, membership = self._parts()
         host = self._host
         async for event in membership.events():
+            if isinstance(event, DirectoryChanged) and self._repair is not None:
+                self._repair.poke()  # two groups under one id show in the directory
+                continue
             if isinstance(event, MemberLeft):
-                self._known.discard(event.member.node_id)
+                self._creator().forget(event.member.node_id)
                 if membership.address_of(event.member.node_id) is None:
                     # Left on purpose and not back under a new run: forget its address
                     # (a failed node keeps it; raft must reach it when it returns).
@@ -428,7 +402,7 @@ class CopyCat:
                 host.node_failed(event.member.node_id)
             elif host is not None and isinstance(event, MemberJoined | MemberRecovered):
                 host.node_recovered(event.member.node_id)
-                self._note_members()
+                self._creator().note_members()
             try:
                 self._sync_peers()
             except (CopyCatError, ValueError) as exc:
@@ -540,80 +514,12 @@ class CopyCat:
         A node told to join a cluster (`peers_to_contact`) that has reached nobody yet
         waits up to `proposal_timeout_s`, then raises `ClusterUnreachableError`.
         """
-        await self._need_cluster("allocate_data_structure")
-        repair = self._repairer()
-        topology = repair.topology()
-        asked = ReplicaRule(
-            self.config.replicas if replicas is None else replicas, data_center_replicas
-        )
-        if replicas is None:
-            replicas = max(1, min(self.config.replicas, len(topology.node_ids)))
-        ds = self.new_data_structure_id()
-        rule = PlacementRule(replicas=replicas, data_center_replicas=data_center_replicas)
-        nodes = place(str(ds), topology, rule)
-        await self._create_group(ds, list(nodes), asked)
-        return ds
+        return await self._creator().allocate(replicas, data_center_replicas)
 
-    async def _create_group(
-        self, ds: DataStructureId, voters: list[int], rule: ReplicaRule
-    ) -> None:
-        """Start group `ds` on `voters` (the first creates it) with its rule. The other
-        voters open empty members first (so the first election finds them), then the
-        creator bootstraps the group and answers with its metadata record, which the
-        others then store: the creator's incarnation is the group's, even when two
-        subscribers start the same new id at once (the second creation is a no-op
-        there and answers the first one's record). Bodies: docs in `copycat.host._control`."""
-        gid = ds.group_id
-        stamped = self._stamped(rule)
-        plain = dataclasses.replace(stamped, incarnation=0)
-        creator, others = voters[0], voters[1:]
-        await self._start_replicas(gid, others, plain)
-        if creator == self.node_id:
-            meta = self._create_local(gid, voters, stamped)
-        else:
-            meta = await self._call(
-                creator, Method.CREATE_GROUP, encode_ints(gid, *stamped.ints(), *voters)
-            )
-        final = ReplicaRule.decode(meta)
-        if final is not None and final.incarnation:
-            await self._start_replicas(gid, others, final)
-
-    async def _start_replicas(self, gid: int, nodes: Sequence[int], rule: ReplicaRule) -> None:
-        host, _, _ = self._parts()
-        for node_id in nodes:
-            if node_id == self.node_id:
-                host.open_member(gid, meta=rule.encode())
-                self._publish(upsert=[gid])
-            else:
-                await self._call(node_id, Method.START_REPLICA, encode_ints(gid, *rule.ints()))
-
-    def _create_local(self, gid: int, voters: list[int], rule: ReplicaRule | None) -> bytes:
-        """Bootstrap group `gid` here, unless this node has (or had) a member with state:
-        a group is created once, and never again under the same id (tombstones).
-        Returns the group's metadata record as stored here."""
-        host, _, _ = self._parts()
-        if gid in self._tombstoned():
-            raise CopyCatError(
-                f"group {DataStructureId.from_int(gid)} was hosted on node {self.node_id} "
-                "before: it is never created again here (it may live on elsewhere)"
-            )
-        status = host.group_status(gid)
-        if status is None or status.blank:
-            host.create_group(gid, voters, meta=None if rule is None else rule.encode())
-            host.campaign(gid)
-            self._publish(upsert=[gid])
-        return host.group_meta(gid) or b""
-
-    def _stamped(self, rule: ReplicaRule) -> ReplicaRule:
-        """`rule` with what the creator fixes for the group's life: a new incarnation
-        and this node's session table limits."""
-        host, _, _ = self._parts()
-        return dataclasses.replace(
-            rule,
-            incarnation=new_incarnation(time.time_ns() // 1_000_000, secrets.randbits(15)),
-            session_ttl_entries=host.config.session_ttl_entries,
-            max_sessions=host.config.max_sessions,
-        )
+    def _creator(self) -> Creation:
+        self._parts()
+        assert self._creation is not None
+        return self._creation
 
     async def _call(
         self, node_id: int, method: str, body: bytes, *, timeout_s: float | None = None
@@ -622,34 +528,6 @@ class CopyCat:
             raise CopyCatError("a node does not call itself")
         _, endpoint, _ = self._parts()
         return await endpoint.request(node_id, method, body, timeout_s=timeout_s)
-
-    async def _serve_create_group(self, peer: int, body: bytes) -> bytes:
-        values = decode_ints(body)
-        if len(values) < 2 + RULE_INTS:
-            raise ValueError("create_group takes (group, *rule, *voters)")
-        split = 1 + RULE_INTS
-        gid, rule, voters = values[0], ReplicaRule.from_ints(*values[1:split]), list(values[split:])
-        if self.node_id not in voters:
-            raise CopyCatError(f"node {self.node_id} is not among the voters {voters}")
-        return self._create_local(gid, voters, rule)
-
-    async def _serve_start_replica(self, peer: int, body: bytes) -> bytes:
-        gid, *rule_ints = decode_ints(body, 1 + RULE_INTS)
-        if self._leaving:
-            raise CopyCatError(f"node {self.node_id} is leaving the cluster")
-        host, _, _ = self._parts()
-        rule = ReplicaRule.from_ints(*rule_ints)
-        held = ReplicaRule.decode(host.group_meta(gid)) if gid in host.groups else None
-        if rule and held and rule.incarnation and held.incarnation not in (0, rule.incarnation):
-            raise SplitGroupError(
-                DataStructureId.from_int(gid),
-                f"node {self.node_id} hosts a member of another group under "
-                f"{DataStructureId.from_int(gid)} (incarnation {held.incarnation}, not "
-                f"{rule.incarnation}): it joins neither's log to the other's",
-            )
-        host.open_member(gid, meta=None if rule is None else rule.encode())
-        self._publish(upsert=[gid])
-        return b""
 
     # -- removal of this node's member -------------------------------------------------------
 
@@ -699,7 +577,7 @@ class CopyCat:
         while not sub._closed and not self._closed:
             hosts = sorted(self._hosts_of(gid) - {self.node_id})
             if not hosts:
-                hosts = await self._ask_who_hosts(gid)
+                hosts = await self._creator().ask_who_hosts(gid)
             if hosts:
                 try:
                     await self._join_as_learner(gid, hosts)
@@ -785,7 +663,7 @@ class CopyCat:
         directory of a majority of the nodes it knows, and a majority answered that they
         host no member; and never for an id this node hosted before. Otherwise it raises
         `ClusterUnreachableError` (after up to `proposal_timeout_s`): one group per id."""
-        host, _, membership = self._parts()
+        host, _, _ = self._parts()
         ds = (
             data_structure_id
             if isinstance(data_structure_id, DataStructureId)
@@ -795,21 +673,7 @@ class CopyCat:
         if gid in self._subscriptions:
             raise CopyCatError(f"{ds} already has a subscription on this node")
         if gid not in host.groups:
-            await self._need_cluster(f"subscribe({ds})")
-            await self._await_directory(f"subscribe({ds})")
-            hosts = [r.node_id for r in membership.locate(str(ds)) if r.node_id != self.node_id]
-            if not hosts:
-                # The directory may not have converged yet (an allocation a moment ago):
-                # ask every live node before starting a group, never a second one.
-                hosts = await self._ask_who_hosts(gid, need_quorum=True)
-            if not hosts:
-                if gid in self._tombstoned():
-                    raise ClusterUnreachableError(
-                        f"subscribe({ds}): no live node hosts it, and this node hosted it "
-                        "before, so it is not created again (its group may live on nodes "
-                        "out of reach); retry once they are back"
-                    )
-                hosts = await self._start_for_subscriber(ds)
+            hosts = await self._creator().find_or_start(ds)
             if self.node_id not in hosts:
                 await self._join_as_learner(gid, hosts)
         feed = host.attach_feed(gid, snapshot_provider)
@@ -817,84 +681,6 @@ class CopyCat:
         self._subscriptions[gid] = sub
         self._publish(upsert=[gid])
         return sub
-
-    def _quorum_of_known(self, count: int) -> bool:
-        """Whether `count` nodes (this one included) are a majority of the nodes this
-        node knows of."""
-        return count > len(self._known | {self.node_id}) // 2
-
-    async def _await_directory(self, what: str) -> None:
-        """Before deciding that nobody hosts a data structure: wait (up to
-        `DIRECTORY_WAIT_S`) until this node holds the directory every live member
-        advertises; after that, go on only if it holds that of a majority of the nodes
-        it knows (itself included), else `ClusterUnreachableError`."""
-        _, _, membership = self._parts()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + DIRECTORY_WAIT_S
-        while True:
-            complete = 1
-            behind = False
-            for m in membership.view().members:
-                if m.node_id == self.node_id:
-                    continue
-                versions = membership.peer_directory_version(m.node_id)
-                if versions is None or versions[0] < versions[1]:
-                    behind = True
-                else:
-                    complete += 1
-            if not behind and self._quorum_of_known(complete):
-                return
-            if loop.time() >= deadline:
-                break
-            await asyncio.sleep(self.config.tick_interval_s)
-        if self._quorum_of_known(complete):
-            log.warning("%s: the directory is not complete from every node; going on", what)
-            return
-        raise ClusterUnreachableError(
-            f"{what}: this node holds the directory of {complete} of the "
-            f"{len(self._known | {self.node_id})} nodes it knows, not a majority: it cannot "
-            "tell whether the id is hosted, so it creates nothing"
-        )
-
-    async def _ask_who_hosts(self, gid: int, *, need_quorum: bool = False) -> list[int]:
-        """The live nodes that host a member of `gid`, by asking each. With
-        `need_quorum`, an empty answer counts only when a majority of the nodes this
-        node knows answered (itself included): `ClusterUnreachableError` otherwise."""
-        _, _, membership = self._parts()
-        peers = [m.node_id for m in membership.view().members if m.node_id != self.node_id]
-
-        async def ask(node_id: int) -> bool | None:
-            try:
-                return decode_flag(await self._call(node_id, Method.LOOKUP, encode_ints(gid)))
-            except (CopyCatError, ValueError):
-                return None
-
-        answers = await asyncio.gather(*(ask(n) for n in peers))
-        hosts = [n for n, yes in zip(peers, answers, strict=True) if yes]
-        answered = 1 + sum(a is not None for a in answers)
-        if need_quorum and not hosts and not self._quorum_of_known(answered):
-            raise ClusterUnreachableError(
-                f"group {DataStructureId.from_int(gid)}: {answered} of the "
-                f"{len(self._known | {self.node_id})} nodes this node knows answered whether "
-                "they host it, not a majority: it creates nothing"
-            )
-        return hosts
-
-    async def _serve_lookup(self, peer: int, body: bytes) -> bytes:
-        (gid,) = decode_ints(body, 1)
-        host, _, _ = self._parts()
-        return encode_flag(gid in host.groups)
-
-    async def _start_for_subscriber(self, ds: DataStructureId) -> list[int]:
-        """Start the group of an id nobody hosts, placed like an allocation with as many
-        replicas as the cluster gives, and return its voters. Placement decides the
-        creator, and creating is idempotent there, so two nodes subscribing to the same
-        new id at once (with the same view) start one group, not two."""
-        topology = self._repairer().topology()
-        want = min(self.config.replicas, len(topology.node_ids))
-        nodes = list(place(str(ds), topology, PlacementRule(replicas=want)))
-        await self._create_group(ds, nodes, ReplicaRule(self.config.replicas))
-        return nodes
 
     async def _join_as_learner(self, gid: int, candidates: list[int]) -> None:
         host, _, _ = self._parts()

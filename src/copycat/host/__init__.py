@@ -7,6 +7,8 @@ from copycat.host._config import HostConfig as HostConfig
 from copycat.host._control import Method as Method
 from copycat.host._control import decode_flag as decode_flag
 from copycat.host._control import encode_flag as encode_flag
+from copycat.host._creation import Creation as Creation
+from copycat.host._creation import CreationConfig as CreationConfig
 from copycat.host._host import Feed as Feed
 from copycat.host._host import GroupStatus as GroupStatus
 from copycat.host._host import Host as Host
@@ -26,6 +28,8 @@ from copycat.host._tombstones import Tombstones as Tombstones
 
 __all__ = [
     "RULE_INTS",
+    "Creation",
+    "CreationConfig",
     "Feed",
     "GroupStatus",
     "Host",

@@ -97,6 +97,8 @@ class Repair:
         """(group, voter) pairs already logged as having no replacement."""
         self._scanned_generation = -1
         self._scanned_at = 0.0
+        self._wake_at = 0.0
+        """Loop time by which a scan has due work though nothing changed (`_next_due`)."""
         self._pending = False
         """A scan changed a group that may need more (a top-up one replica at a time)."""
         self._loop_task: asyncio.Task[None] | None = None
@@ -135,9 +137,8 @@ class Repair:
         # changed, while something is pending, and every FULL_SCAN_EVERY_S anyway.
         if (
             view.generation == self._scanned_generation
-            and not self._missing_since
-            and not self._lonely_since
             and not self._pending
+            and now < self._wake_at
             and now - self._scanned_at < FULL_SCAN_EVERY_S
         ):
             return
@@ -164,6 +165,23 @@ class Repair:
                     await self.check_membership(gid)
             else:
                 self._lonely_since.pop(gid, None)
+        self._wake_at = self._next_due(now)
+
+    def _next_due(self, now: float) -> float:
+        """When the next scan has work even if nothing changes: a lonely member's or a
+        missing voter's grace running out; while a voter is past its grace (waiting
+        for raft's silence to match, or for a slot), a tenth of the grace later."""
+        grace = self.config.repair_grace_s
+        due = [since + grace for since in self._lonely_since.values()]
+        due.extend(
+            since + grace if since + grace > now else now + grace / 10
+            for since in self._missing_since.values()
+        )
+        return min(due, default=now + FULL_SCAN_EVERY_S)
+
+    def poke(self) -> None:
+        """Scan at the next tick (the directory changed: a split may show)."""
+        self._pending = True
 
     def _check_split(self, gid: int) -> None:
         """Two groups under one id show in the directory as two incarnations (each
