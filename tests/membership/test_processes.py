@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import time
 
 import pytest
@@ -234,5 +235,69 @@ async def test_a_node_whose_event_loop_blocks_for_3_s_is_not_declared_failed() -
         # And its directory still syncs once the loop runs again.
         await sleeper.call("publish", prefix="s", count=10)
         assert (await located(first, 3, "s", 10))["found"] == 10
+    finally:
+        await agents.stop()
+
+
+async def warned(agent: AgentProcess, *parts: str) -> str:
+    """The first warning of `agent` holding every part, waited for at most SAFETY_S."""
+    deadline = time.monotonic() + SAFETY_S
+    while True:
+        messages = await agent.call("warnings")
+        assert isinstance(messages, list)
+        for message in messages:
+            if all(part in message for part in parts):
+                return str(message)
+        if time.monotonic() > deadline:
+            pytest.fail(f"node {agent.node_id} never warned {parts}: {messages}")
+        await asyncio.sleep(0.1)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_cluster_name_and_key_mismatches_are_logged_by_name_on_both_sides() -> None:
+    """Issue 10 over real kinship: a joiner whose peer is of another cluster or holds other
+    keys names the peer and the likely cause, a dead peer is told apart, and each receiver
+    names the counter of the packets it refused. No key is ever logged."""
+    key, other_key = new_key(), new_key()
+    dead = f"127.0.0.1:{closed_port()}"
+    agents = Agents()
+    try:
+        fast = ("--anti-entropy-s", "0.2")  # the round that checks the refused counters
+        plain = await agents.spawn(1, "--cluster", "alpha", *fast)
+        keyed = await agents.spawn(2, "--cluster", "alpha", "--key", key, *fast)
+        other_cluster = await agents.spawn(3, "--cluster", "beta", "--peer", plain.gossip_address)
+        other_keys = await agents.spawn(
+            4, "--cluster", "alpha", "--key", other_key, "--peer", keyed.gossip_address
+        )
+        nobody = await agents.spawn(5, "--cluster", "alpha", "--peer", dead)
+        status = await other_keys.call("status")
+        assert isinstance(status, dict)
+        [other_key_id] = status["key_ids"]
+
+        said = await warned(other_cluster, f"peer {plain.gossip_address} refused or ignored")
+        assert "cluster name or gossip keys" in said
+        assert "cluster 'beta'" in said
+        said = await warned(other_keys, f"peer {keyed.gossip_address} refused or ignored")
+        assert "cluster name or gossip keys" in said
+        assert f"cluster 'alpha', gossip key ids {other_key_id}" in said
+        await warned(nobody, f"no answer from peer {dead} (down or unreachable)")
+
+        await warned(plain, "could not be decoded", "(decode_errors)", "cluster 'alpha'")
+        await warned(keyed, "could not be decrypted", "(decrypt_failures)", "cluster 'alpha'")
+
+        for agent in agents.all:
+            messages = await agent.call("warnings")
+            assert isinstance(messages, list)
+            text = "\n".join(messages)
+            assert key not in text
+            assert other_key not in text
+            if agent is not nobody:
+                assert "no answer from" not in text, f"node {agent.node_id}: {text}"
     finally:
         await agents.stop()

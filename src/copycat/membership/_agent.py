@@ -4,7 +4,8 @@
 # What lives here: `python -m copycat.membership._agent --node-id N ...` starts one
 # `Membership`, prints {"ready": ...} and then answers one JSON line per command, each
 # tagged with the command's "rid". Every event it sees is recorded with its wall-clock time,
-# so a driver can time detection and convergence across processes.
+# so a driver can time detection and convergence across processes, and every warning the
+# membership logs, so a driver can check what an operator would read.
 #
 # What must not: be imported by the library. It is a test and benchmark tool, private, and
 # ends with os._exit so that no interpreter teardown runs after the gossip thread stopped.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
@@ -37,6 +39,7 @@ from copycat.membership._view import (
 
 _POLL_S: Final = 0.005
 _MAX_EVENTS: Final = 100_000
+_MAX_WARNINGS: Final = 1_000
 
 _ROLE_NAMES: Final = {role.name.lower(): role for role in Role}
 
@@ -66,10 +69,23 @@ def _ds(prefix: str, index: int) -> str:
     return f"{prefix}-{index:06d}"
 
 
+class _WarningRecorder(logging.Handler):
+    """Keeps the first `_MAX_WARNINGS` warnings of the membership logger, formatted."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.messages) < _MAX_WARNINGS:
+            self.messages.append(record.getMessage())
+
+
 class Agent:
-    def __init__(self, membership: Membership) -> None:
+    def __init__(self, membership: Membership, warnings: _WarningRecorder) -> None:
         self.m = membership
         self.events: list[list[object]] = []
+        self.warnings = warnings
 
     async def record(self) -> None:
         async for event in self.m.events():
@@ -110,6 +126,8 @@ class Agent:
             return self.status()
         if op == "events":
             return self.events
+        if op == "warnings":
+            return self.warnings.messages
         if op == "publish":
             prefix, count = str(cmd["prefix"]), int(str(cmd["count"]))
             start = int(str(cmd.get("start", 0)))
@@ -204,9 +222,12 @@ async def _main(args: argparse.Namespace) -> None:
         rack=args.rack,
         anti_entropy_interval_s=args.anti_entropy_s,
     )
+    logging.basicConfig(format="agent %(name)s %(levelname)s %(message)s")  # stderr, as before
+    warnings = _WarningRecorder()
+    logging.getLogger("copycat.membership").addHandler(warnings)
     membership = Membership(config)
     await membership.start()
-    agent = Agent(membership)
+    agent = Agent(membership, warnings)
     recorder = asyncio.get_running_loop().create_task(agent.record())
     sys.stdout.write(
         json.dumps(

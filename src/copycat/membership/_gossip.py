@@ -11,12 +11,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
+import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, final
 
 import kinship
 
+from copycat._net import is_loopback
 from copycat.errors import BrokenError, ConfigError
 
 if TYPE_CHECKING:
@@ -42,6 +46,21 @@ class GossipEventKind(enum.Enum):
     MESSAGE = "message"
     LOST = "lost"
     CONFLICT = "conflict"
+
+
+class Reachability(enum.Enum):
+    """What a peer address that did not answer a join shows when probed (`reachability`)."""
+
+    SELF = "self"
+    """The address is this node's own: skipped, as the join skips it."""
+    UNRESOLVED = "unresolved"
+    """The host name does not resolve to an address."""
+    SILENT = "silent"
+    """Nothing accepts a connection there: the node is down or the address unreachable."""
+    LISTENING = "listening"
+    """Something accepts connections there but did not answer the join: a node of another
+    cluster or with other gossip keys (kinship drops such packets without a reply), or a
+    program that does not speak gossip."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,10 +111,16 @@ class Gossip(Protocol):
     3. `send()` is best effort: it may be lost and is never acknowledged. It raises
        `PeerGoneError` when the run (name, epoch) is not a live member.
     4. `members()` lists alive and suspect members, the local node included, and never waits.
+    5. `reachability(address, timeout_s)` says why a peer that `join()` did not reach was
+       silent, as far as the implementation can tell, within `timeout_s` and without
+       moving the peer's counters. A join names no peer when it fails, so the caller asks.
+    6. `stats().decrypt_failures` and `stats().decode_errors` count packets this node
+       refused; the gossip layer does not say who sent them.
     """
 
     async def start(self) -> None: ...
     async def join(self, peers: list[str]) -> int: ...
+    async def reachability(self, address: str, timeout_s: float) -> Reachability: ...
     def local(self) -> GossipMember: ...
     def members(self) -> list[GossipMember]: ...
     def member(self, name: str) -> GossipMember | None: ...
@@ -201,8 +226,47 @@ class KinshipGossip:
             return 0
         try:
             return await self._cluster.join(peers)
-        except kinship.JoinError:
+        except kinship.JoinError:  # "no seed answered": names no seed; see `reachability`
             return 0
+
+    async def reachability(self, address: str, timeout_s: float) -> Reachability:
+        # kinship listens on TCP at its gossip port (push-pull), and drops a connection whose
+        # frames carry another cluster label or key (plaintext: `decode_errors`; encrypted:
+        # `decrypt_failures`, the label being bound to the key) without answering, and without
+        # naming either side. A bare connect that sends nothing moves no counter there, so
+        # "accepts a connection" tells a misconfigured peer from a dead one.
+        host, _, port_text = address.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        try:
+            port = int(port_text)
+            async with asyncio.timeout(timeout_s):
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    host, port, type=socket.SOCK_STREAM
+                )
+        except (OSError, TimeoutError, ValueError):
+            return Reachability.UNRESOLVED
+        if self._is_own(port, {str(info[4][0]) for info in infos}):
+            return Reachability.SELF
+        try:
+            async with asyncio.timeout(timeout_s):
+                _, writer = await asyncio.open_connection(host, port)
+        except (OSError, TimeoutError):
+            return Reachability.SILENT
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await writer.wait_closed()
+        return Reachability.LISTENING
+
+    def _is_own(self, port: int, ips: set[str]) -> bool:
+        """Whether (one of `ips`, `port`) is this node's gossip endpoint."""
+        local_host, _, local_port = self._cluster.local.addr.rpartition(":")
+        if str(port) != local_port:
+            return False
+        if local_host.removeprefix("[").removesuffix("]") in ips:
+            return True
+        bind_host = self._config.bind.rpartition(":")[0].removeprefix("[").removesuffix("]")
+        return bind_host in ("0.0.0.0", "::") and any(is_loopback(ip) for ip in ips)
 
     def local(self) -> GossipMember:
         return _member(self._cluster.local)

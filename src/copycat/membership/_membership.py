@@ -3,7 +3,8 @@
 # What lives here: the policy. The member table built from gossip events; this node's
 # directory log and metadata; the pull of peers' directory deltas (request/response over
 # gossip direct messages, chunked, retried with timeouts); anti-entropy; lookups; views;
-# event subscriptions; counters.
+# event subscriptions; counters; the warnings that tell a peer of another cluster or with
+# other gossip keys from a dead one, on the joining and on the receiving side.
 #
 # What must not: kinship imports (they live in `_gossip.py`), blocking calls, or unbounded
 # structures. Remote input is refused, counted and logged here, never raised to the host.
@@ -40,6 +41,7 @@ from copycat.membership._gossip import (
     GossipState,
     KinshipGossip,
     PeerGoneError,
+    Reachability,
 )
 from copycat.membership._meta import NodeMeta, decode_meta
 from copycat.membership._view import (
@@ -84,6 +86,12 @@ _RESPONSE_CACHE_BYTES: Final = 16 << 20
 _RESPONSE_CACHE_ENTRIES: Final = 256
 _REJOIN_INITIAL_S: Final = 0.5
 _REJOIN_MAX_S: Final = 30.0
+_PROBE_TIMEOUT_S: Final = 1.0
+"""How long the probe of a peer that did not answer a join waits for a connection."""
+_MAX_PROBED_PEERS: Final = 16
+"""Peers to contact probed (and named in the log) after a failed join; the rest are not."""
+_MISMATCH_LOG_INTERVAL_S: Final = 60.0
+"""Least time between two warnings about one unanswered peer, or about refused packets."""
 
 
 class _Counts:
@@ -307,6 +315,8 @@ class Membership:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ignored: set[tuple[str, int]] = set()
         self._last_log: dict[tuple[str, str], float] = {}
+        # Per refused-packet counter: its value when last reported (or at start), and when.
+        self._refused_seen: dict[str, tuple[int, float]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -321,9 +331,14 @@ class Membership:
         self._epoch = local.epoch
         self._gossip_address = local.address
         stream = self._gossip.events()  # subscribe before joining: nothing is missed
+        now = time.monotonic()
+        self._refused_seen = {name: (n, now) for name, n in self._refused_counts().items()}
         peers = list(self._config.peers_to_contact)
         if peers and not await self._gossip.join(peers):
-            log.warning("no peer to contact answered; running alone and retrying")
+            log.warning(
+                "no peer to contact answered; running alone in cluster %r and retrying",
+                self._config.cluster_name,
+            )
             self._spawn(self._rejoin_loop(peers), "membership-rejoin")
         for member in self._gossip.members():
             if member.name != local.name:
@@ -566,17 +581,26 @@ class Membership:
         if exc is not None and not self._closed:
             log.error("membership task %s failed", task.get_name(), exc_info=exc)
 
-    def _log_limited(self, peer: str, reason: str, message: str, *args: object) -> None:
-        """Logs at most once per peer and reason per interval (hostile input stays quiet)."""
+    def _log_limited(
+        self,
+        peer: str,
+        reason: str,
+        message: str,
+        *args: object,
+        interval_s: float = _LOG_INTERVAL_S,
+    ) -> bool:
+        """Logs at most once per peer and reason per `interval_s` (hostile input stays
+        quiet); returns whether it logged."""
         now = time.monotonic()
         key = (peer, reason)
         last = self._last_log.get(key)
-        if last is not None and now - last < _LOG_INTERVAL_S:
-            return
+        if last is not None and now - last < interval_s:
+            return False
         if len(self._last_log) > 4096:
             self._last_log.clear()
         self._last_log[key] = now
         log.warning(message, *args)
+        return True
 
     def _emit(self, event: MembershipEvent) -> None:
         for subscriber in self._subscribers:
@@ -735,13 +759,99 @@ class Membership:
     # -- internals: metadata and anti-entropy ------------------------------------------
 
     async def _rejoin_loop(self, peers: list[str]) -> None:
-        """Retries the join while this node is alone (no peer answered at start)."""
+        """Retries the join while this node is alone (no peer answered at start), saying
+        why each peer did not answer before every retry (logged once per peer a minute)."""
         delay = _REJOIN_INITIAL_S
         while len(self._gossip.members()) <= 1:
+            await self._explain_unanswered(peers)
             await asyncio.sleep(delay)
             if len(self._gossip.members()) > 1 or await self._gossip.join(peers):
                 return
             delay = min(delay * 2, _REJOIN_MAX_S)
+
+    async def _explain_unanswered(self, peers: list[str]) -> None:
+        """Warns, per peer to contact, why it did not answer: a node that refused or
+        ignored us (another cluster name or other gossip keys), or no answer at all. kinship
+        drops a mismatched join without a reply, so the peer's cluster name is never seen."""
+        probed = peers[:_MAX_PROBED_PEERS]
+        found = await asyncio.gather(
+            *(self._gossip.reachability(peer, _PROBE_TIMEOUT_S) for peer in probed)
+        )
+        for peer, reach in zip(probed, found, strict=True):
+            if reach is Reachability.LISTENING:
+                self._log_limited(
+                    peer,
+                    "join",
+                    "peer %s refused or ignored our join: its cluster name or gossip keys "
+                    "most likely differ from ours (cluster %r, %s); compare cluster_name "
+                    "and key_ids() on both nodes",
+                    peer,
+                    self._config.cluster_name,
+                    self._keys_text(),
+                    interval_s=_MISMATCH_LOG_INTERVAL_S,
+                )
+            elif reach is Reachability.SILENT:
+                self._log_limited(
+                    peer,
+                    "join",
+                    "no answer from peer %s (down or unreachable); cluster %r keeps retrying",
+                    peer,
+                    self._config.cluster_name,
+                    interval_s=_MISMATCH_LOG_INTERVAL_S,
+                )
+            elif reach is Reachability.UNRESOLVED:
+                self._log_limited(
+                    peer,
+                    "join",
+                    "peer %s does not resolve to an address; cluster %r keeps retrying",
+                    peer,
+                    self._config.cluster_name,
+                    interval_s=_MISMATCH_LOG_INTERVAL_S,
+                )
+
+    def _check_refused_packets(self) -> None:
+        """Warns when the gossip layer refused packets since the last warning: a node of
+        another cluster, or with other gossip keys, is sending to this one. kinship does not
+        say who sent them, so the warning names the counter (once per counter a minute)."""
+        now = time.monotonic()
+        for name, value in self._refused_counts().items():
+            seen, since = self._refused_seen.get(name, (0, now))
+            if value <= seen:
+                continue
+            if name == "decrypt_failures":
+                what = "decrypted"
+                who = "a node with other gossip keys, or of another cluster,"
+            else:
+                what = "decoded"
+                who = (
+                    "a node of another cluster, one that encrypts where this one does not "
+                    "(or the reverse), or a program that does not speak gossip"
+                )
+            if self._log_limited(
+                "gossip",
+                name,
+                "%d gossip packet(s) could not be %s in the last %.0f s (%s): %s is sending "
+                "to this one (cluster %r, %s); kinship does not name the sender",
+                value - seen,
+                what,
+                now - since,
+                name,
+                who,
+                self._config.cluster_name,
+                self._keys_text(),
+                interval_s=_MISMATCH_LOG_INTERVAL_S,
+            ):
+                self._refused_seen[name] = (value, now)
+
+    def _refused_counts(self) -> dict[str, int]:
+        """The gossip counters of packets refused for another key, cluster name or format."""
+        stats = self._gossip.stats()
+        return {"decrypt_failures": stats.decrypt_failures, "decode_errors": stats.decode_errors}
+
+    def _keys_text(self) -> str:
+        """This node's gossip key ids (kinship's 8-hex fingerprints, safe to log)."""
+        ids = self._gossip.key_ids()
+        return f"gossip key ids {', '.join(ids)}" if ids else "no gossip keys"
 
     async def _meta_loop(self) -> None:
         while True:
@@ -762,8 +872,10 @@ class Membership:
 
     def _anti_entropy_round(self) -> None:
         """Re-hashes every held copy, compares it with what its peer advertises, and pulls
-        again what differs; also catches up on membership changes whose events were lost."""
+        again what differs; also catches up on membership changes whose events were lost,
+        and warns of gossip packets refused since the last round."""
         self._counts.anti_entropy_runs += 1
+        self._check_refused_packets()
         if self._log.recompute_digest() != self._log.digest:
             log.error("this node's directory digest drifted from its entries: a bug")
         self._reconcile()
