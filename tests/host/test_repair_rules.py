@@ -112,6 +112,23 @@ async def three_voters_and_a_spare(cluster: Cluster, *, spare: bool = True) -> t
     return leader, victim
 
 
+def isolate(cluster: Cluster, gossip: Gossip, node_id: int, nodes: tuple[int, ...]) -> None:
+    """Cut `node_id` off from `nodes` (no raft traffic) and have gossip report it failed."""
+    for other in nodes:
+        if other != node_id:
+            cluster.faults.cut(node_id, other)
+    gossip.fail(node_id)
+
+
+async def scan_for(repair: Repair, seconds: float) -> None:
+    """Let the repair loop run many scans."""
+    repair.start()
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        await repair.stop()
+
+
 def record_changes(host: Host, log: list[tuple[object, ...]]) -> None:
     """Wrap the leader's membership changes to record their order, and at the moment a
     voter is removed, whether every other voter held everything committed."""
@@ -147,10 +164,7 @@ async def test_a_failed_voter_is_removed_only_after_its_replacement_caught_up(
     changes: list[tuple[object, ...]] = []
     record_changes(cluster.hosts[leader], changes)
     repair = repair_of(cluster, leader, gossip, [])
-    for other in (1, 2, 3, 4):
-        if other != victim:
-            cluster.faults.cut(victim, other)
-    gossip.fail(victim)
+    isolate(cluster, gossip, victim, (1, 2, 3, 4))
 
     # act
     repair.start()
@@ -179,17 +193,10 @@ async def test_a_failed_voter_without_a_replacement_stays(cluster: Cluster) -> N
     changes: list[tuple[object, ...]] = []
     record_changes(cluster.hosts[leader], changes)
     repair = repair_of(cluster, leader, gossip, [])
-    for other in (1, 2, 3):
-        if other != victim:
-            cluster.faults.cut(victim, other)
-    gossip.fail(victim)
+    isolate(cluster, gossip, victim, (1, 2, 3))
 
     # act: many scans past the grace
-    repair.start()
-    try:
-        await asyncio.sleep(GRACE_S * 8)
-    finally:
-        await repair.stop()
+    await scan_for(repair, GRACE_S * 8)
 
     # check: the group was not shrunk below its rule
     assert changes == []
@@ -231,16 +238,10 @@ async def test_an_unreachable_learner_is_never_removed(cluster: Cluster) -> None
     changes: list[tuple[object, ...]] = []
     record_changes(cluster.hosts[leader], changes)
     repair = repair_of(cluster, leader, gossip, [])
-    for other in (1, 2, 3):
-        cluster.faults.cut(4, other)
-    gossip.fail(4)
+    isolate(cluster, gossip, 4, (1, 2, 3))
 
     # act
-    repair.start()
-    try:
-        await asyncio.sleep(GRACE_S * 8)
-    finally:
-        await repair.stop()
+    await scan_for(repair, GRACE_S * 8)
 
     # check
     assert changes == []
