@@ -1,0 +1,270 @@
+"""Named mutations: does the suite catch the bugs it claims to?
+
+What it measures: for each named mutation (a deliberate bug, written as one exact text
+replacement in one source file), whether the tests named beside it fail. A mutation
+the tests miss is a "survivor": a claim the suite does not back. The list holds the
+bugs the project has actually had or feared (issues 10 and 12); add one whenever a
+review finds a bug no test caught.
+
+How to run (not part of CI; a few minutes):
+    .venv/bin/python tools/mutate.py            # every mutation
+    .venv/bin/python tools/mutate.py NAME ...   # only these
+    .venv/bin/python tools/mutate.py --list
+
+Each mutation runs in a scratch copy of the tree (src, tests, pyproject.toml), with that
+copy's src first on PYTHONPATH (node processes the tests start inherit it), so the
+working tree is never touched. Its last line is one JSON object: mutations, killed,
+survived (names), kill_rate.
+
+A small script of our own rather than mutmut or cosmic-ray: those generate thousands of
+operator flips that mostly test nothing we claim, while each line here is a bug with a
+name, a reason and the tests that must catch it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    why: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+MUTATIONS = (
+    Mutation(
+        "lmdb_no_fsync",
+        "a durable store commits without fsync",
+        "src/copycat/storage/_lmdb.py",
+        "                sync=durable,",
+        "                sync=False,",
+        ("tests/storage",),
+    ),
+    Mutation(
+        "host_sends_before_write",
+        "the real Host sends every message (votes, acks) before its write",
+        "src/copycat/host/_host.py",
+        "            if rd.send_before_persist and rd.messages:",
+        "            if rd.messages:",
+        ("tests/host",),
+    ),
+    Mutation(
+        "lone_leader_early_send",
+        "a lone leader tells learners of entries not on its disk (issue 10, bug 4)",
+        "src/copycat/raft/_rawnode.py",
+        "            and (commit_on_disk or r.bugs.early_send_lone_leader),",
+        "            and True,",
+        ("tests/raft/test_ready_flags.py",),
+    ),
+    Mutation(
+        "dialer_ignores_cluster_name",
+        "the dialer accepts a handshake reply from another cluster",
+        "src/copycat/transport/_endpoint.py",
+        "        elif cluster != ep.config.cluster_name:\n"
+        '            problem = ("cluster_name", f"peer is in cluster {cluster[:128]!r}")',
+        "        elif False:\n"
+        '            problem = ("cluster_name", f"peer is in cluster {cluster[:128]!r}")',
+        ("tests/transport",),
+    ),
+    Mutation(
+        "dialer_cert_none",
+        "the dialer does not verify the server's certificate",
+        "src/copycat/transport/_endpoint.py",
+        "    client.verify_mode = ssl.CERT_REQUIRED",
+        "    client.verify_mode = ssl.CERT_NONE",
+        ("tests/transport",),
+    ),
+    Mutation(
+        "feed_keeps_buffer_on_snapshot",
+        "entries buffered before a snapshot overtook the feed are delivered after it",
+        "src/copycat/host/_host.py",
+        "            self._buffer.clear()\n            self._start_from_snapshot()",
+        "            self._start_from_snapshot()",
+        ("tests/host",),
+    ),
+    Mutation(
+        "snapshot_position_after_await",
+        "an awaiting provider's snapshot claims what was consumed meanwhile (bug 5)",
+        "src/copycat/host/_host.py",
+        "        self._host.take_snapshot(self._group, position, table, bytes(user))",
+        "        self._host.take_snapshot(self._group, self.position, self.table.encode(), bytes(user))",
+        ("tests/host/test_snapshot_consistency.py",),
+    ),
+    Mutation(
+        "offer_compacts_past_feed",
+        "an offered snapshot compacts the log under a slow subscriber (bug 6)",
+        "src/copycat/host/_host.py",
+        "            compact_to = min(compact_to, feed.position)",
+        "            compact_to = compact_to",
+        ("tests/host/test_snapshot_consistency.py",),
+    ),
+    Mutation(
+        "session_limits_from_node",
+        "members deduplicate with their own limits, not the group's (bug 7c)",
+        "src/copycat/host/_host.py",
+        "            ttl_entries=(rule and rule.session_ttl_entries) or host.config.session_ttl_entries,",
+        "            ttl_entries=host.config.session_ttl_entries,",
+        ("tests/host/test_group_rule.py",),
+    ),
+    Mutation(
+        "repair_removes_first",
+        "repair removes a failed voter before its replacement is caught up",
+        "src/copycat/host/_repair.py",
+        "        if newcomers:\n            log.info(",
+        "        if newcomers:\n            await self.host.remove_member(gid, victim)\n            log.info(",
+        ("tests/host/test_repair_rules.py",),
+    ),
+    Mutation(
+        "repair_shrinks_without_replacement",
+        "a failure alone shrinks a group below its rule",
+        "src/copycat/host/_repair.py",
+        "        elif not shrink:\n",
+        "        elif False:\n",
+        ("tests/host/test_repair_rules.py",),
+    ),
+    Mutation(
+        "repair_on_gossip_alone",
+        "gossip alone (no raft silence) replaces a voter (bug 7b)",
+        "src/copycat/host/_repair.py",
+        "if now - self._missing_since[v] >= grace and host.silent_for(gid, v) >= grace",
+        "if now - self._missing_since[v] >= grace",
+        ("tests/host/test_repair_rules.py",),
+    ),
+    Mutation(
+        "proof_from_older_term",
+        "a member drops its copy on the word of a leader of an older term (bug 3)",
+        "src/copycat/host/_repair.py",
+        "            if proof is None or proof.term < my_term:",
+        "            if proof is None:",
+        ("tests/host/test_repair_rules.py",),
+    ),
+    Mutation(
+        "create_without_cluster",
+        "a node that reached nobody creates groups (bug 2)",
+        "src/copycat/host/_creation.py",
+        "        self.cluster_seen = not config.peers_to_contact",
+        "        self.cluster_seen = True",
+        ("tests/integration/test_one_group_per_id.py",),
+    ),
+    Mutation(
+        "split_younger_keeps_writing",
+        "the younger of two groups under one id keeps taking writes",
+        "src/copycat/_node.py",
+        "            host.refuse_proposals(gid, error)",
+        "            pass",
+        ("tests/integration/test_one_group_per_id.py",),
+    ),
+    Mutation(
+        "feed_position_off_by_one",
+        "the feed restarts one entry early after LOAD_SNAPSHOT (a re-delivery or a hang)",
+        "src/copycat/host/_host.py",
+        "        self.position = meta.index\n        self._pending_load = user",
+        "        self.position = meta.index - 1\n        self._pending_load = user",
+        ("tests/host", "tests/sync"),
+    ),
+)
+
+
+def run(mutation: Mutation, scratch: Path) -> tuple[bool, float, str]:
+    """Apply `mutation` in `scratch`, run its tests, restore; (killed, seconds, tail)."""
+    target = scratch / mutation.path
+    original = target.read_text()
+    if original.count(mutation.old) != 1:
+        raise SystemExit(
+            f"{mutation.name}: the text to mutate occurs {original.count(mutation.old)} "
+            f"times in {mutation.path}, not once: update the mutation"
+        )
+    target.write_text(original.replace(mutation.old, mutation.new))
+    env = {**os.environ, "PYTHONPATH": str(scratch / "src")}
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-x",
+                "-p",
+                "no:cacheprovider",
+                "-n",
+                "2",
+                *mutation.tests,
+            ],
+            cwd=scratch,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            check=False,
+        )
+        killed, tail = proc.returncode != 0, (proc.stdout.strip().splitlines() or [""])[-1]
+    except subprocess.TimeoutExpired:
+        killed, tail = True, f"timed out after {TIMEOUT_S} s"
+    finally:
+        target.write_text(original)
+    return killed, time.monotonic() - start, tail
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="mutations to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    args = parser.parse_args()
+    if args.list:
+        for m in MUTATIONS:
+            print(f"{m.name:36} {m.why}  [{' '.join(m.tests)}]")
+        return 0
+    chosen = [m for m in MUTATIONS if not args.names or m.name in args.names]
+    unknown = set(args.names) - {m.name for m in MUTATIONS}
+    if unknown:
+        raise SystemExit(f"unknown mutations: {', '.join(sorted(unknown))}")
+    with tempfile.TemporaryDirectory(prefix="copycat-mutate-") as tmp:
+        scratch = Path(tmp)
+        for part in ("src", "tests"):
+            shutil.copytree(
+                ROOT / part, scratch / part, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        shutil.copy(ROOT / "pyproject.toml", scratch / "pyproject.toml")
+        survived = []
+        for m in chosen:
+            killed, seconds, tail = run(m, scratch)
+            print(
+                f"{'killed  ' if killed else 'SURVIVED'} {m.name:36} {seconds:6.1f} s  {tail}",
+                flush=True,
+            )
+            if not killed:
+                survived.append(m.name)
+    killed_count = len(chosen) - len(survived)
+    print(
+        json.dumps(
+            {
+                "mutations": len(chosen),
+                "killed": killed_count,
+                "survived": survived,
+                "kill_rate": round(killed_count / len(chosen), 3) if chosen else None,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
