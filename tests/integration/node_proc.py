@@ -85,6 +85,7 @@ async def main() -> None:
     parser.add_argument("--snapshot-keep", type=int, default=1_000)
     parser.add_argument("--repair-grace", type=float, default=10.0)
     parser.add_argument("--proposal-timeout", type=float, default=30.0)
+    parser.add_argument("--durable", action="store_true", help="fsync every commit")
     args = parser.parse_args()
     # stderr goes to a file beside the data dir (see cluster.py): keep the node's story
     logging.basicConfig(
@@ -103,6 +104,7 @@ async def main() -> None:
         snapshot_keep_entries=args.snapshot_keep,
         repair_grace_s=args.repair_grace,
         proposal_timeout_s=args.proposal_timeout,
+        durable=args.durable,
     )
     async with CopyCat(config) as cc:
         emit(event="ready", node_id=cc.node_id, pid=os.getpid())

@@ -1,0 +1,145 @@
+"""Durable node processes (`--durable`: LMDB fsyncs every commit, the production
+setting) across kill -9 of a follower and then of the leader, each restarted on its
+own data dir: every acknowledged value is delivered once, in one order, to a
+subscriber on a restarted node.
+
+Kill -9 keeps the kernel's page cache, so this test cannot see a missing fsync (see
+tests/storage/test_durability.py, which can); it checks that the durable store, the
+one production runs, recovers a node's raft state whole after a crash.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from .cluster import acked, delivered, proposed, status, wait_until
+
+if TYPE_CHECKING:
+    from .cluster import NodeProcess, ProcessCluster
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
+
+PER_PHASE = 20
+
+
+def leader_of(nodes: list[NodeProcess], ds: str) -> int | None:
+    for node in nodes:
+        group = status(node).get(ds)
+        if group is not None and group["role"] == "LEADER":
+            return node.node_id
+    return None
+
+
+def applied(node: NodeProcess, ds: str) -> int:
+    group = status(node).get(ds)
+    return -1 if group is None else int(group["applied"])  # type: ignore[call-overload]
+
+
+def some_acked(node: NodeProcess, prefix: str) -> bool:
+    return sum(v.startswith(prefix) for v in acked(node)) >= PER_PHASE // 4
+
+
+def check_streams(nodes: list[NodeProcess], ds: str, wanted: set[str]) -> dict[int, list[str]]:
+    """Wait until every live subscriber of `ds` holds `wanted`; check each delivered
+    every value once and all agree on the order. Returns the streams by node id."""
+    live = [n for n in nodes if n.proc is not None and n.proc.poll() is None]
+    subscribed = [n for n in live if any(e.get("event") == "subscribed" for e in n.log)]
+    for node in subscribed:
+        wait_until(
+            lambda node=node: wanted <= set(delivered(node, ds)),
+            60,
+            f"node {node.node_id} delivered every acknowledged value",
+        )
+    streams = {node.node_id: delivered(node, ds) for node in subscribed}
+    for node_id, stream in streams.items():
+        assert len(stream) == len(set(stream)), f"node {node_id} delivered a value twice"
+    first, *rest = streams.values()
+    for stream in rest:
+        shorter = min(len(first), len(stream))
+        assert stream[:shorter] == first[:shorter], "two subscribers disagree on the order"
+    return streams
+
+
+def restart(procs: ProcessCluster, node: NodeProcess) -> None:
+    """Start the node again on its data dir, contacting every other node."""
+    node.peers = [f"127.0.0.1:{n.gossip_port}" for n in procs.nodes.values() if n is not node]
+    node.log = []
+    node.start()
+
+
+def test_durable_nodes_keep_every_acknowledged_value_across_kill_9(
+    procs: ProcessCluster,
+) -> None:
+    # init: three durable nodes, one group of three replicas, a subscriber on node 1
+    for node_id in (1, 2, 3):
+        procs.add(node_id, extra=["--durable"])
+    procs.wait_members(3)
+    nodes = list(procs.nodes.values())
+    n1 = procs.nodes[1]
+    n1.send(op="allocate", replicas=3)
+    ds = str(n1.wait_for("allocated")["id"])
+    n1.send(op="subscribe", id=ds)
+    n1.wait_for("subscribed")
+    n1.send(op="propose", id=ds, prefix="a-", count=PER_PHASE, concurrency=4)
+    wait_until(lambda: proposed(n1, "a-"), 30, "the first proposals")
+    wait_until(lambda: leader_of(nodes, ds) is not None, 20, "a leader")
+    assert len(acked(n1)) == PER_PHASE
+
+    # act 1: kill -9 a follower (not node 1), propose with two of three alive, restart it
+    leader = leader_of(nodes, ds)
+    assert leader is not None
+    follower = procs.nodes[min(n for n in (2, 3) if n != leader)]
+    n1.send(op="propose", id=ds, prefix="b-", count=PER_PHASE, concurrency=4)
+    wait_until(lambda: some_acked(n1, "b-"), 30, "proposals before the follower's kill")
+    follower.kill()
+    wait_until(lambda: proposed(n1, "b-"), 30, "the proposals without the follower")
+    restart(procs, follower)
+    wait_until(
+        lambda: applied(follower, ds) >= applied(procs.nodes[leader], ds) > 0,
+        30,
+        "the restarted follower caught up",
+    )
+
+    acknowledged = [v for v in acked(n1) if v.startswith(("a-", "b-"))]  # before a kill
+
+    # act 2: kill -9 the leader's node while a live node that is not the leader
+    # proposes; then restart it
+    leader = leader_of(nodes, ds)
+    assert leader is not None
+    proposer = n1 if leader != 1 else follower
+    if proposer is follower:
+        follower.send(op="subscribe", id=ds)
+        follower.wait_for("subscribed", 30)
+    victim = procs.nodes[leader]
+    proposer.send(op="propose", id=ds, prefix="c-", count=PER_PHASE, concurrency=4)
+    wait_until(lambda: some_acked(proposer, "c-"), 30, "proposals before the leader's kill")
+    victim.kill()
+    wait_until(lambda: proposed(proposer, "c-"), 60, "the proposals without the leader")
+    acknowledged += [v for v in acked(proposer) if v.startswith("c-")]
+    restart(procs, victim)
+
+    # check: a subscriber on each restarted node holds every acknowledged value once,
+    # in the same order as the others
+    assert len(acknowledged) >= 2 * PER_PHASE  # some "c-" may fail over the election
+    for node in {follower.node_id: follower, victim.node_id: victim}.values():
+        if node is not proposer:
+            node.send(op="subscribe", id=ds)
+            node.wait_for("subscribed", 30)
+    streams = check_streams(list(procs.nodes.values()), ds, set(acknowledged))
+    assert {follower.node_id, victim.node_id} <= set(streams)
+
+    # act 3: kill -9 every node at once and restart them all: no peer remembers
+    # anything, so all that survives is what each store wrote
+    for node in nodes:
+        node.kill()
+    for node in nodes:
+        restart(procs, node)
+    for node in nodes:
+        node.send(op="subscribe", id=ds)
+        node.wait_for("subscribed", 30)
+
+    # check: every subscriber again holds every acknowledged value once, in one order
+    streams = check_streams(nodes, ds, set(acknowledged))
+    assert set(streams) == {1, 2, 3}
