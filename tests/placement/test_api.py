@@ -11,14 +11,10 @@ import copycat.placement
 API = frozenset(
     {
         "DEFAULT_LOAD_FACTOR",
-        "ChangeAction",
         "NodeInfo",
         "PlacementRule",
         "RackSpread",
-        "ReplicaChange",
-        "ReplicaDiff",
         "Topology",
-        "diff_replicas",
         "node_hash",
         "place",
         "place_groups",

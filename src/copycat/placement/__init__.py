@@ -1,8 +1,8 @@
 # Placement: where the replicas of each raft group go.
 #
 # What lives here: re-exports only. The input types (`NodeInfo`, `Topology`,
-# `PlacementRule`, `RackSpread`), the pure functions (`place`, `place_groups`,
-# `violations`, `diff_replicas`) and the diff types.
+# `PlacementRule`, `RackSpread`) and the pure functions (`place`, `place_groups`,
+# `violations`, `node_hash`, `score`).
 #
 # What must not: I/O of any kind, clocks, randomness, or imports from other CopyCat
 # layers except `copycat.errors`. Placement sits above membership in the design but does
@@ -14,10 +14,6 @@ same view. See docs/placement.md.
 
 from __future__ import annotations
 
-from copycat.placement._diff import ChangeAction as ChangeAction
-from copycat.placement._diff import ReplicaChange as ReplicaChange
-from copycat.placement._diff import ReplicaDiff as ReplicaDiff
-from copycat.placement._diff import diff_replicas as diff_replicas
 from copycat.placement._model import NodeInfo as NodeInfo
 from copycat.placement._model import PlacementRule as PlacementRule
 from copycat.placement._model import RackSpread as RackSpread
@@ -31,14 +27,10 @@ from copycat.placement._rendezvous import score as score
 
 __all__ = [
     "DEFAULT_LOAD_FACTOR",
-    "ChangeAction",
     "NodeInfo",
     "PlacementRule",
     "RackSpread",
-    "ReplicaChange",
-    "ReplicaDiff",
     "Topology",
-    "diff_replicas",
     "node_hash",
     "place",
     "place_groups",
