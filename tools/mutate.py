@@ -55,7 +55,7 @@ MUTATIONS = (
         "src/copycat/storage/_lmdb.py",
         "                sync=durable,",
         "                sync=False,",
-        ("tests/storage",),
+        ("tests/storage/test_durability.py",),
     ),
     Mutation(
         "host_sends_before_write",
@@ -63,7 +63,7 @@ MUTATIONS = (
         "src/copycat/host/_host.py",
         "            if rd.send_before_persist and rd.messages:",
         "            if rd.messages:",
-        ("tests/host",),
+        ("tests/host/test_persist_before_send.py",),
     ),
     Mutation(
         "lone_leader_early_send",
@@ -81,7 +81,15 @@ MUTATIONS = (
         '            problem = ("cluster_name", f"peer is in cluster {cluster[:128]!r}")',
         "        elif False:\n"
         '            problem = ("cluster_name", f"peer is in cluster {cluster[:128]!r}")',
-        ("tests/transport",),
+        ("tests/transport/test_dialer_handshake.py",),
+    ),
+    Mutation(
+        "hostile_log_unlimited",
+        "every refusal of hostile input is logged (no rate limit)",
+        "src/copycat/transport/_endpoint.py",
+        "        if last is not None and now - last < self._interval:",
+        "        if False:",
+        ("tests/transport/test_hostile_log.py",),
     ),
     Mutation(
         "dialer_cert_none",
@@ -89,7 +97,7 @@ MUTATIONS = (
         "src/copycat/transport/_endpoint.py",
         "    client.verify_mode = ssl.CERT_REQUIRED",
         "    client.verify_mode = ssl.CERT_NONE",
-        ("tests/transport",),
+        ("tests/transport/test_dialer_tls.py",),
     ),
     Mutation(
         "feed_keeps_buffer_on_snapshot",
@@ -97,7 +105,7 @@ MUTATIONS = (
         "src/copycat/host/_host.py",
         "            self._buffer.clear()\n            self._start_from_snapshot()",
         "            self._start_from_snapshot()",
-        ("tests/host",),
+        ("tests/host/test_snapshot_overtakes_feed.py",),
     ),
     Mutation(
         "snapshot_position_after_await",

@@ -1,0 +1,78 @@
+"""`copycat.sync` against a real single node (LMDB, 127.0.0.1, ports 0), not fakes: two
+threads propose, a reader takes `commits` in order, snapshots are taken every few
+entries, a restart on the same data dir reloads LOAD_SNAPSHOT plus the later commits,
+and `close()` of a subscription ends its commits channel.
+
+The node runs in a subprocess (tests/sync/real_node_life.py), one per life, as
+tests/integration/node_proc.py does: kinship 0.4 may crash during interpreter teardown
+in a process that ran a node, which must not take pytest down with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LIFE_TIMEOUT_S = 60.0
+LATER = ["c0", "c1", "c2"]
+
+
+def _life(*args: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.sync.real_node_life", *args],
+        capture_output=True,
+        text=True,
+        timeout=LIFE_TIMEOUT_S,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("result ")]
+    assert len(lines) == 1, result.stdout + result.stderr
+    parsed: dict[str, Any] = json.loads(lines[0].removeprefix("result "))
+    return parsed
+
+
+# Opt-in (`--long`) until a stall is understood: in about one run in ten the last
+# proposed value, acknowledged, reached the reader only after the 20 s wait (seen in
+# either life). Suspected: a lost wake-up between the facade's commit channel and the
+# snapshot provider bridge; it is left open in issue 12.
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_two_proposers_snapshots_restart_and_close_on_a_real_node(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "node")
+
+    # First life: every acknowledged value arrives once, in each proposer's order.
+    one = _life(data_dir, "first")
+    assert one["failures"] == []
+    assert one["reader_error"] is None
+    assert one["applied_all"], one
+    acked: dict[str, list[str]] = one["acked"]
+    assert acked == {"a": [f"a{i}" for i in range(8)], "b": [f"b{i}" for i in range(8)]}
+    commits: list[str] = one["commits"]
+    assert commits[-1] == "sentinel"  # proposed last, once a snapshot was taken
+    assert sorted(commits[:-1]) == sorted(acked["a"] + acked["b"])  # each value once
+    for prefix, values in acked.items():
+        assert [c for c in commits[:-1] if c.startswith(prefix)] == values
+    assert one["snapshotted"], one  # the provider ran: a snapshot was taken
+    assert one["provider_calls"] >= 1
+    assert one["channel_ended"], "close() did not end the commits channel"
+
+    # Second life on the same dir: LOAD_SNAPSHOT first, then the later commits.
+    two = _life(data_dir, "second", one["ds_id"])
+    assert two["reader_error"] is None
+    assert two["applied_all"], json.dumps(two)
+    events: list[str] = two["events"]
+    assert events[0] == "load", events
+    assert events.count("load") == 1, events
+    assert events.count("commit") >= len(LATER)
+    assert two["state"] == [*commits, *LATER]  # every value once, in the first order
+    assert two["channel_ended"], "close() did not end the commits channel"
+    assert two["propose_after_close"] == "ClosedError"
