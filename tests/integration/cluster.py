@@ -243,6 +243,29 @@ def acked(node: NodeProcess) -> list[str]:
     return [str(e["data"]) for e in node.log if e.get("event") == "acked"]
 
 
+def check_streams(
+    nodes: list[NodeProcess], ds: str, wanted: set[str], timeout_s: float = 60
+) -> dict[int, list[str]]:
+    """Wait until every live subscriber of `ds` among `nodes` holds `wanted`; check that
+    each delivered every value once and that all streams are prefixes of one order.
+    Returns the streams by node id."""
+    live = [n for n in nodes if n.proc is not None and n.proc.poll() is None]
+    subscribed = [n for n in live if any(e.get("event") == "subscribed" for e in n.log)]
+    for node in subscribed:
+        wait_until(
+            lambda node=node: wanted <= set(delivered(node, ds)),
+            timeout_s,
+            f"node {node.node_id} delivered every acknowledged value",
+        )
+    streams = {node.node_id: delivered(node, ds) for node in subscribed}
+    for node_id, stream in streams.items():
+        assert len(stream) == len(set(stream)), f"node {node_id} delivered a value twice"
+    longest = max(streams.values(), key=len, default=[])
+    for node_id, stream in streams.items():
+        assert stream == longest[: len(stream)], f"node {node_id} delivered another order"
+    return streams
+
+
 def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .cluster import acked, delivered, proposed, status, wait_until
+from .cluster import acked, check_streams, proposed, status, wait_until
 
 if TYPE_CHECKING:
     from .cluster import NodeProcess, ProcessCluster
@@ -39,27 +39,6 @@ def applied(node: NodeProcess, ds: str) -> int:
 
 def some_acked(node: NodeProcess, prefix: str) -> bool:
     return sum(v.startswith(prefix) for v in acked(node)) >= PER_PHASE // 4
-
-
-def check_streams(nodes: list[NodeProcess], ds: str, wanted: set[str]) -> dict[int, list[str]]:
-    """Wait until every live subscriber of `ds` holds `wanted`; check each delivered
-    every value once and all agree on the order. Returns the streams by node id."""
-    live = [n for n in nodes if n.proc is not None and n.proc.poll() is None]
-    subscribed = [n for n in live if any(e.get("event") == "subscribed" for e in n.log)]
-    for node in subscribed:
-        wait_until(
-            lambda node=node: wanted <= set(delivered(node, ds)),
-            60,
-            f"node {node.node_id} delivered every acknowledged value",
-        )
-    streams = {node.node_id: delivered(node, ds) for node in subscribed}
-    for node_id, stream in streams.items():
-        assert len(stream) == len(set(stream)), f"node {node_id} delivered a value twice"
-    first, *rest = streams.values()
-    for stream in rest:
-        shorter = min(len(first), len(stream))
-        assert stream[:shorter] == first[:shorter], "two subscribers disagree on the order"
-    return streams
 
 
 def restart(procs: ProcessCluster, node: NodeProcess) -> None:

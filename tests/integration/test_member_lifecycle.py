@@ -13,7 +13,7 @@ import pytest
 from .cluster import (
     ProcessCluster,
     acked,
-    delivered,
+    check_streams,
     proposed,
     seen_by_leaders,
     voters_seen_by_leaders,
@@ -108,15 +108,4 @@ def test_a_subscription_outlives_its_removed_member_and_partitions(
     # check: every acknowledged value on every subscriber, once, in one order
     all_acked = {v for node in everyone for v in acked(node)}
     assert len(all_acked) > 300
-    for node in everyone:
-        wait_until(
-            lambda node=node: all_acked <= set(delivered(node, ds)),
-            90,
-            f"node {node.node_id}'s subscriber holding every acknowledged value",
-        )
-    lists = {node.node_id: delivered(node, ds) for node in everyone}
-    for node_id, values in lists.items():
-        assert len(values) == len(set(values)), f"node {node_id} delivered a value twice"
-    longest = max(lists.values(), key=len)
-    for node_id, values in lists.items():
-        assert values == longest[: len(values)], f"node {node_id} delivered another order"
+    check_streams(everyone, ds, all_acked, timeout_s=90)
