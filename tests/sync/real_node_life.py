@@ -19,15 +19,14 @@ process that ran a node).
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
-import traceback
 from typing import TYPE_CHECKING
 
 import copycat
 import copycat.sync
 from copycat.errors import ClosedError
+from tests.sync._subprocess import main_then_exit
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -190,12 +189,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    code = 0
-    try:
-        main()
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    main_then_exit(main)

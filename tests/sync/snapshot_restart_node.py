@@ -15,13 +15,12 @@ interpreter teardown in a process that ran a node).
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
-import traceback
 
 import copycat
 import copycat.sync
+from tests.sync._subprocess import main_then_exit
 
 DS_ID = "01CFR5R4JJE9KNRAJFFEAQ2SAJ"
 WAIT_S = 20.0
@@ -113,12 +112,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    code = 0
-    try:
-        main()
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    main_then_exit(main)

@@ -10,33 +10,20 @@ in a process that ran a node, which must not take pytest down with it."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-LIFE_TIMEOUT_S = 60.0
+from tests.sync._subprocess import run_life
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
 LATER = ["c0", "c1", "c2"]
 
 
 def _life(*args: str) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.sync.real_node_life", *args],
-        capture_output=True,
-        text=True,
-        timeout=LIFE_TIMEOUT_S,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = [line for line in result.stdout.splitlines() if line.startswith("result ")]
-    assert len(lines) == 1, result.stdout + result.stderr
-    parsed: dict[str, Any] = json.loads(lines[0].removeprefix("result "))
+    parsed: dict[str, Any] = run_life("tests.sync.real_node_life", *args, tag="result")
     return parsed
 
 

@@ -5,34 +5,17 @@ position, so a restart from it holds every acknowledged value exactly once (issu
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tests.sync._subprocess import run_life
 
 if TYPE_CHECKING:
     import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-LIFE_TIMEOUT_S = 60.0
-
 
 def _life(data_dir: Path, life: str) -> list[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.sync.snapshot_restart_node", str(data_dir), life],
-        capture_output=True,
-        text=True,
-        timeout=LIFE_TIMEOUT_S,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = [line for line in result.stdout.splitlines() if line.startswith(f"{life} ")]
-    assert lines, result.stdout + result.stderr
-    values: list[str] = json.loads(lines[-1].removeprefix(f"{life} "))
+    values: list[str] = run_life("tests.sync.snapshot_restart_node", str(data_dir), life, tag=life)
     return values
 
 
