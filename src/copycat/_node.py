@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from copycat._ids import DataStructureId
+from copycat._world import REAL_WORLD, World
 from copycat.errors import (
     BrokenError,
     ClosedError,
@@ -40,6 +41,7 @@ from copycat.errors import (
     SplitGroupError,
 )
 from copycat.host import (
+    SESSION_ID_BYTES,
     Creation,
     CreationConfig,
     Host,
@@ -64,7 +66,7 @@ from copycat.membership import (
     Membership,
     Role,
 )
-from copycat.transport import Endpoint
+from copycat.transport import Endpoint, Transport
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -139,14 +141,17 @@ class CopyCat:
     """A CopyCat node. Use `async with CopyCat(config) as cc:`, or `start()` and
     `shutdown()`."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, world: World = REAL_WORLD) -> None:
+        """`world` is for `copycat.testing.sim`, which runs nodes on simulated time,
+        network, gossip and disk; programs leave it out."""
         self.config = config
+        self.world = world
         self._started = False
         self._closed = False
         self.node_id = 0
         self._host: Host | None = None
         self._store: LogStore | None = None
-        self._endpoint: Endpoint | None = None
+        self._endpoint: Transport | None = None
         self._membership: Membership | None = None
         self._watch: asyncio.Task[None] | None = None
         self._repair: Repair | None = None
@@ -191,17 +196,26 @@ class CopyCat:
     async def _open(self) -> None:
         cfg = self.config
         self.node_id = _load_node_id(cfg.node_id_file, cfg.node_id)
-        store = cfg.open_log_store()
+        world = self.world
+        store = cfg.open_log_store() if world.log_store is None else world.log_store(cfg)
         self._store = store
-        endpoint = Endpoint(cfg.transport_config(self.node_id))
+        transport_cfg = cfg.transport_config(self.node_id)
+        endpoint = (
+            Endpoint(transport_cfg) if world.transport is None else world.transport(transport_cfg)
+        )
         await endpoint.start()
         self._endpoint = endpoint
         tombstones = Tombstones(cfg.node_id_file.parent / "tombstones")
         self._tombstones = tombstones
         host = Host(cfg.host_config(self.node_id), store, endpoint)
         self._host = host
-        membership = Membership(
-            cfg.membership_config(self.node_id, transport_port=endpoint.address[1])
+        membership_cfg = cfg.membership_config(self.node_id, transport_port=endpoint.address[1])
+        membership = (
+            Membership(membership_cfg, seed=world.random_bytes(16))
+            if world.gossip is None
+            else Membership(
+                membership_cfg, gossip_factory=world.gossip, seed=world.random_bytes(16)
+            )
         )
         repair = Repair(
             RepairConfig(
@@ -236,6 +250,9 @@ class CopyCat:
             membership=membership,
             publish=lambda gid: self._publish(upsert=[gid]),
             leaving=lambda: self._leaving,
+            random_bytes=world.random_bytes,
+            wall_ms=world.wall_ms,
+            new_id=self.new_data_structure_id,
         )
         self._creation = creation
         endpoint.register_request_handler(Method.CREATE_GROUP, creation.serve_create_group)
@@ -303,7 +320,7 @@ class CopyCat:
         if self._store is not None:
             self._store.close()
 
-    def _parts(self) -> tuple[Host, Endpoint, Membership]:
+    def _parts(self) -> tuple[Host, Transport, Membership]:
         if self._closed:
             raise ClosedError("this CopyCat node is shut down")
         if self._host is None or self._endpoint is None or self._membership is None:
@@ -489,7 +506,11 @@ class CopyCat:
 
     def new_data_structure_id(self) -> DataStructureId:
         """A new, unique data structure id (a ULID)."""
-        return DataStructureId.new()
+        world = self.world
+        if world is REAL_WORLD:
+            return DataStructureId.new()
+        stamp = world.wall_ms() & ((1 << 48) - 1)
+        return DataStructureId.from_int((stamp << 80) | int.from_bytes(world.random_bytes(10)))
 
     def _repairer(self) -> Repair:
         self._parts()
@@ -726,7 +747,7 @@ class Subscription:
         self._node = node
         self.data_structure_id = ds
         self._feed = feed
-        self._session = Session()
+        self._session = Session(id=node.world.random_bytes(SESSION_ID_BYTES))
         self._errors: asyncio.Queue[CopyCatError | None] = asyncio.Queue(maxsize=1024)
         self._closed = False
         self._iterating = False

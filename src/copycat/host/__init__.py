@@ -24,10 +24,12 @@ from copycat.host._repair import RepairConfig as RepairConfig
 from copycat.host._rule import RULE_INTS as RULE_INTS
 from copycat.host._rule import ReplicaRule as ReplicaRule
 from copycat.host._rule import new_incarnation as new_incarnation
+from copycat.host._sessions import SESSION_ID_BYTES as SESSION_ID_BYTES
 from copycat.host._tombstones import Tombstones as Tombstones
 
 __all__ = [
     "RULE_INTS",
+    "SESSION_ID_BYTES",
     "Creation",
     "CreationConfig",
     "Feed",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import secrets
+import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -72,8 +72,14 @@ class Creation:
         membership: Membership,
         publish: Callable[[int], None],
         leaving: Callable[[], bool],
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        new_id: Callable[[], DataStructureId] = DataStructureId.new,
     ) -> None:
+        self._new_id = new_id
         self.config = config
+        self._random_bytes = random_bytes
+        self._wall_ms = wall_ms
         self.host = host
         self.repair = repair
         self.tombstones = tombstones
@@ -195,7 +201,7 @@ class Creation:
         )
         if replicas is None:
             replicas = max(1, min(self.config.replicas, len(topology.node_ids)))
-        ds = DataStructureId.new()
+        ds = self._new_id()
         rule = PlacementRule(replicas=replicas, data_center_replicas=data_center_replicas)
         await self.create_group(ds, list(place(str(ds), topology, rule)), asked)
         return ds
@@ -282,7 +288,9 @@ class Creation:
         cfg = self.host.config
         return dataclasses.replace(
             rule,
-            incarnation=new_incarnation(time.time_ns() // 1_000_000, secrets.randbits(15)),
+            incarnation=new_incarnation(
+                self._wall_ms(), int.from_bytes(self._random_bytes(2), "big") >> 1
+            ),
             session_ttl_entries=cfg.session_ttl_entries,
             max_sessions=cfg.max_sessions,
         )

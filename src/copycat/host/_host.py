@@ -84,7 +84,7 @@ if TYPE_CHECKING:
     from copycat.host._config import HostConfig
     from copycat.raft import Ready
     from copycat.storage import GroupLog, LogStore
-    from copycat.transport import Endpoint, Envelope
+    from copycat.transport import Envelope, Transport
 
 log = logging.getLogger("copycat.host")
 
@@ -488,7 +488,7 @@ class GroupStatus:
 class Host:
     """Every raft group this node hosts, over one log store and one transport endpoint."""
 
-    def __init__(self, config: HostConfig, store: LogStore, endpoint: Endpoint) -> None:
+    def __init__(self, config: HostConfig, store: LogStore, endpoint: Transport) -> None:
         self.config = config
         self.store = store
         self.endpoint = endpoint

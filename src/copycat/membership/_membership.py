@@ -17,7 +17,6 @@ import collections
 import logging
 import os
 import random
-import time
 from typing import TYPE_CHECKING, Final, Self, final
 
 from copycat.errors import ClosedError, ProtocolError
@@ -284,9 +283,11 @@ class Membership:
         config: MembershipConfig,
         *,
         gossip_factory: Callable[[MembershipConfig, Mapping[str, str]], Gossip] = KinshipGossip,
+        seed: bytes | None = None,
     ) -> None:
         """`gossip_factory` builds the gossip layer from the config and the initial node
-        metadata; the default runs kinship. Tests pass an in-memory one."""
+        metadata; the default runs kinship. Tests pass an in-memory one. `seed` seeds the
+        layer's own choices (request ids, jitter); None: from the OS."""
         self._config = config
         self._log = DirectoryLog(config.max_history_changes)
         self._gossip: Gossip = gossip_factory(config, self._own_meta().encode())
@@ -302,7 +303,7 @@ class Membership:
         self._generation = 0
         self._view: View | None = None
         self._counts = _Counts()
-        self._rng = random.Random(os.urandom(16))
+        self._rng = random.Random(os.urandom(16) if seed is None else seed)
         self._next_request = self._rng.getrandbits(62)
         self._serving = 0
         self._responses: collections.OrderedDict[tuple[str, int, int], list[bytes]] = (
@@ -331,7 +332,7 @@ class Membership:
         self._epoch = local.epoch
         self._gossip_address = local.address
         stream = self._gossip.events()  # subscribe before joining: nothing is missed
-        now = time.monotonic()
+        now = asyncio.get_running_loop().time()
         self._refused_seen = {name: (n, now) for name, n in self._refused_counts().items()}
         peers = list(self._config.peers_to_contact)
         if peers and not await self._gossip.join(peers):
@@ -591,7 +592,7 @@ class Membership:
     ) -> bool:
         """Logs at most once per peer and reason per `interval_s` (hostile input stays
         quiet); returns whether it logged."""
-        now = time.monotonic()
+        now = asyncio.get_running_loop().time()
         key = (peer, reason)
         last = self._last_log.get(key)
         if last is not None and now - last < interval_s:
@@ -813,7 +814,7 @@ class Membership:
         """Warns when the gossip layer refused packets since the last warning: a node of
         another cluster, or with other gossip keys, is sending to this one. kinship does not
         say who sent them, so the warning names the counter (once per counter a minute)."""
-        now = time.monotonic()
+        now = asyncio.get_running_loop().time()
         for name, value in self._refused_counts().items():
             seen, since = self._refused_seen.get(name, (0, now))
             if value <= seen:

@@ -10,6 +10,7 @@ Start with `Endpoint` and `TransportConfig`.
 
 from __future__ import annotations
 
+from copycat.transport._api import Transport as Transport
 from copycat.transport._codec import Envelope as Envelope
 from copycat.transport._codec import decode_messages as decode_messages
 from copycat.transport._codec import encode_message as encode_message
@@ -45,6 +46,7 @@ __all__ = [
     "RequestHandler",
     "SnapshotHandler",
     "TLSConfig",
+    "Transport",
     "TransportConfig",
     "TransportStats",
     "UnreachableHandler",

@@ -1,0 +1,145 @@
+# The simulator's event loop: asyncio on a virtual clock, with per-process pause and
+# crash.
+#
+# What lives here: `VirtualLoop`, an `asyncio.BaseEventLoop` whose `time()` is a number
+# the loop itself advances: when no callback is ready, the clock jumps to the next timer
+# (the "select" never blocks), so a minute of simulated time costs only the work done in
+# it. Every callback runs under a gate that looks up the simulated process it belongs to
+# (the `PROCESS` context variable, inherited by every task and callback a process
+# creates): a paused process's callbacks wait, in order, until it resumes; a crashed
+# process's callbacks never run again, as if the process vanished (no `finally` runs).
+#
+# What must not: I/O, threads, the wall clock. `run_in_executor` refuses, and there is no
+# selector: nothing in a simulation may touch a socket or a file descriptor.
+"""`VirtualLoop` (asyncio on virtual time) and `Process` (what pause and crash act on)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+class DeadlockError(RuntimeError):
+    """Every task waits and no timer is set: nothing can ever happen again."""
+
+
+class Process:
+    """One run of one simulated node: what its tasks and callbacks belong to."""
+
+    __slots__ = ("deferred", "name", "paused", "vanished")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.paused = False
+        self.vanished = False
+        self.deferred: list[tuple[contextvars.Context, Callable[..., object], tuple[Any, ...]]] = []
+
+    def __repr__(self) -> str:
+        state = "crashed" if self.vanished else "paused" if self.paused else "running"
+        return f"<Process {self.name} {state}>"
+
+
+PROCESS: Final[contextvars.ContextVar[Process | None]] = contextvars.ContextVar(
+    "copycat_sim_process", default=None
+)
+
+
+class _Clock:
+    """The selector asyncio polls between turns: it only moves the clock."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def select(self, timeout: float | None) -> list[object]:
+        if timeout is None:
+            raise DeadlockError("every task waits and no timer is set")
+        if timeout > 0:
+            self.now += timeout
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class VirtualLoop(asyncio.BaseEventLoop):
+    """An event loop on virtual time. Use `loop.run_until_complete(main())`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._clock = _Clock()
+        self._selector = self._clock
+        self._clock_resolution = 1e-9
+        self.callbacks_run = 0
+        self.set_exception_handler(_quiet_about_vanished)
+
+    def time(self) -> float:
+        return self._clock.now
+
+    def _process_events(self, event_list: list[object]) -> None:
+        pass
+
+    def _write_to_self(self) -> None:
+        pass
+
+    def run_in_executor(self, executor: object, func: object, *args: object) -> Any:  # noqa: ANN401
+        raise RuntimeError("no threads in a simulation: this code path needs a seam")
+
+    # Every callback, ready or timed, goes through `_gate` in its own context.
+    def _call_soon(
+        self,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        context: contextvars.Context | None,
+    ) -> asyncio.Handle:
+        ctx = context if context is not None else contextvars.copy_context()
+        handle: asyncio.Handle = super()._call_soon(self._gate, (ctx, callback, args), ctx)  # type: ignore[misc]
+        return handle
+
+    def call_at(  # type: ignore[override]
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,  # noqa: ANN401
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        ctx = context if context is not None else contextvars.copy_context()
+        return super().call_at(when, self._gate, ctx, callback, args, context=ctx)
+
+    def _gate(
+        self, ctx: contextvars.Context, callback: Callable[..., object], args: tuple[Any, ...]
+    ) -> None:
+        process = PROCESS.get()
+        if process is not None:
+            if process.vanished:
+                return
+            if process.paused:
+                process.deferred.append((ctx, callback, args))
+                return
+        self.callbacks_run += 1
+        callback(*args)
+
+    def resume(self, process: Process) -> None:
+        """Let a paused process run again: what it missed runs first, in order."""
+        process.paused = False
+        deferred, process.deferred = process.deferred, []
+        for ctx, callback, args in deferred:
+            super()._call_soon(self._gate, (ctx, callback, args), ctx)  # type: ignore[misc]
+
+
+def _quiet_about_vanished(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Tasks of a crashed process are dropped while pending, by design: say nothing."""
+    message = str(context.get("message", ""))
+    if "was destroyed but it is pending" in message:
+        return
+    loop.default_exception_handler(context)
+
+
+def process_context(process: Process) -> contextvars.Context:
+    """A context whose tasks and callbacks belong to `process`."""
+    ctx = contextvars.copy_context()
+    ctx.run(PROCESS.set, process)
+    return ctx
