@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pytest
 
 from copycat.testing.sim._loop import DeadlockError, Process, VirtualLoop, process_context
 
+_T = TypeVar("_T")
 
-def run(main: object) -> object:
+
+def run(main: Coroutine[Any, Any, _T]) -> _T:
     loop = VirtualLoop()
     try:
-        return loop.run_until_complete(main)  # type: ignore[arg-type]
+        return loop.run_until_complete(main)
     finally:
         loop.close()
 
@@ -24,7 +28,7 @@ def test_time_jumps_to_the_next_timer_without_waiting() -> None:
         await asyncio.sleep(3600.0)  # an hour of virtual time
         return before, loop.time()
 
-    before, after = run(main())  # type: ignore[misc]
+    before, after = run(main())
     assert after - before == pytest.approx(3600.0)
 
 
@@ -52,8 +56,8 @@ def test_a_paused_process_misses_nothing_and_runs_late_in_order() -> None:
         return seen
 
     seen = run(main())
-    a = [t for name, t in seen if name == "a"]  # type: ignore[union-attr]
-    b = [t for name, t in seen if name == "b"]  # type: ignore[union-attr]
+    a = [t for name, t in seen if name == "a"]
+    b = [t for name, t in seen if name == "b"]
     assert b == [1.0, 2.0, 3.0, 4.0, 5.0]  # the other process ran on
     assert a == [1.0, 2.0, 5.5, 6.5, 7.5]  # the 3.0 tick waited for the resume
 
