@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from copycat.testing.sim._loop import DeadlockError, Process, VirtualLoop, process_context
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
 
 _T = TypeVar("_T")
 
