@@ -15,18 +15,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=10, help="run seeds 1..N")
     parser.add_argument("--seed", type=int, help="run this one seed")
     parser.add_argument("--nodes", type=int, default=5)
-    parser.add_argument("--fault-s", type=float, default=40.0)
+    parser.add_argument("--fault-s", type=float, default=40.0, help="simulated seconds of faults")
+    parser.add_argument("--no-faults", action="store_true", help="the workload alone")
     parser.add_argument("--trace", action="store_true", help="print the event trace")
     parser.add_argument("--bug", action="append", default=[], choices=["no_fsync"])
     args = parser.parse_args(argv)
     seeds = [args.seed] if args.seed is not None else list(range(1, args.seeds + 1))
     bugs = Bugs(**{name: True for name in args.bug})
-    totals = {"proposals_ok": 0, "delivered": 0, "crashes": 0, "partitions": 0, "pauses": 0}
+    totals = dict.fromkeys(
+        ("proposals_ok", "delivered", "crashes", "partitions", "pauses", "snapshots", "repairs"),
+        0,
+    )
     failing: list[int] = []
     simulated = 0.0
     began = time.perf_counter()
     for seed in seeds:
-        sim = Simulation(seed, Options(nodes=args.nodes, fault_s=args.fault_s, bugs=bugs))
+        sim = Simulation(
+            seed,
+            Options(nodes=args.nodes, fault_s=args.fault_s, bugs=bugs, faults=not args.no_faults),
+        )
         result = sim.run()
         simulated += sim.simulated_s
         for key in totals:

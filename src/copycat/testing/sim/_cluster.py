@@ -28,9 +28,9 @@ from copycat._world import World
 from copycat.errors import CopyCatError
 from copycat.host import ReplicaRule
 from copycat.testing.sim._check import Checker, Recorder, drain, make_tags
+from copycat.testing.sim._disk import SimDisk
 from copycat.testing.sim._loop import Process, VirtualLoop, process_context
 from copycat.testing.sim._net import SimNetwork, SimTransport
-from copycat.testing.sim._store import SimDisk
 from copycat.testing.sim._swim import GossipNet
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class Node:
         self.node_id = node_id
         self.dc = dc
         self.rack = rack
-        self.disk = SimDisk(fsync=not sim.options.bugs.no_fsync)
+        self.disk = SimDisk(durable=True, fsync=not sim.options.bugs.no_fsync)
         self.process: Process | None = None
         self.cc: CopyCat | None = None
         self.recorders: dict[str, Recorder] = {}
@@ -88,13 +88,15 @@ class Node:
 
     def config(self) -> Config:
         sim = self.sim
-        first = f"127.0.0.1:{_GOSSIP_BASE_PORT + 1}"
+        seeds = tuple(
+            f"127.0.0.1:{_GOSSIP_BASE_PORT + other}" for other in sim.nodes if other != self.node_id
+        )
         return Config(
             hostname="127.0.0.1",
             port=_BASE_PORT + self.node_id,
             gossip_port=_GOSSIP_BASE_PORT + self.node_id,
             data_dir=str(sim.root / f"n{self.node_id}"),
-            peers_to_contact=() if self.node_id == 1 else (first,),
+            peers_to_contact=seeds if self.runs > 1 or self.node_id != 1 else (),
             data_center=self.dc,
             rack=self.rack,
             node_id=self.node_id,
@@ -177,10 +179,15 @@ class Node:
             except CopyCatError:
                 sim.proposals_failed += 1
 
+    def count_snapshots(self) -> None:
+        if self.cc is not None and self.cc._host is not None:
+            self.sim.snapshots += self.cc._host.counters["snapshots_taken"]
+
     def crash(self) -> None:
         if self.process is None or self.process.vanished:
             return
         self.sim.trace(f"n{self.node_id} crashes")
+        self.count_snapshots()
         self.process.vanished = True
         self.sim.net.crashed(self.node_id)
         self.sim.gossip.crash(f"n{self.node_id}")
@@ -225,13 +232,16 @@ class Simulation:
         self.partitions = 0
         self.pauses = 0
         self.simulated_s = 0.0
+        self.repairs = 0
+        self.snapshots = 0
         self._pending: set[asyncio.Task[None]] = set()
+        self._loop: VirtualLoop | None = None
 
     # -- the world ------------------------------------------------------------------------
 
     def trace(self, line: str) -> None:
-        loop = asyncio.get_running_loop()
-        self.lines.append(f"{loop.time():10.3f} {line}")
+        now = self._loop.time() if self._loop is not None else 0.0
+        self.lines.append(f"{now:10.3f} {line}")
 
     def _latency(self, a: int, b: int) -> float:
         na, nb = self.nodes.get(a), self.nodes.get(b)
@@ -248,13 +258,24 @@ class Simulation:
 
     def run(self) -> dict[str, Any]:
         loop = VirtualLoop()
+        self._loop = loop
         handler = _TraceLogs(self)
         logger = logging.getLogger("copycat")
         logger.addHandler(handler)
         propagate, logger.propagate = logger.propagate, False
         try:
-            loop.run_until_complete(self._main())
+            limit_s = 30.0 + self.options.fault_s + self.options.settle_s + 60.0
+            try:
+                loop.run_until_complete(asyncio.wait_for(self._main(), limit_s))
+            except TimeoutError:
+                self.checker.violation(f"the run did not end within {limit_s} simulated s")
+            except Exception as exc:  # the real code failed where no caller catches it
+                self.checker.violation(f"the run stopped: {type(exc).__name__}: {exc}")
+            if loop.callbacks_run > loop.budget:
+                self.checker.violation(f"the run used its {loop.budget:,} callbacks (a spin?)")
             self.simulated_s = loop.time()
+            for text in loop.errors[:5]:
+                self.checker.violation(f"unhandled in a node: {text}")
         finally:
             logger.removeHandler(handler)
             logger.propagate = propagate
@@ -387,6 +408,8 @@ class Simulation:
                 if rec.stream_ended:
                     self.checker.violation(f"{rec.who}'s commits() ended without close()")
         self._check_one_group_per_id()
+        for node in self.nodes.values():
+            node.count_snapshots()
 
     def _lagging(self) -> list[str]:
         out = []
@@ -442,6 +465,8 @@ class Simulation:
             "crashes": self.crashes,
             "partitions": self.partitions,
             "pauses": self.pauses,
+            "snapshots": self.snapshots,
+            "repairs": self.repairs,
             "trace_lines": len(self.lines),
         }
 
@@ -458,4 +483,7 @@ class _TraceLogs(logging.Handler):
             asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._sim.trace(f"log {record.levelname.lower()} {record.getMessage()}")
+        text = record.getMessage()
+        if "takes the place of" in text or "topping up" in text:
+            self._sim.repairs += 1
+        self._sim.trace(f"log {record.levelname.lower()} {text}")

@@ -68,13 +68,18 @@ class _Clock:
 class VirtualLoop(asyncio.BaseEventLoop):
     """An event loop on virtual time. Use `loop.run_until_complete(main())`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, budget: int = 2_000_000) -> None:
+        """`budget`: callbacks run before the loop stops itself (a run whose clock stopped
+        moving, or one far slower than it should be, ends instead of spinning)."""
         super().__init__()
+        self.budget = budget
         self._clock = _Clock()
         self._selector = self._clock
         self._clock_resolution = 1e-9
         self.callbacks_run = 0
-        self.set_exception_handler(_quiet_about_vanished)
+        self.errors: list[str] = []
+        """Exceptions nothing handled (a task's, a callback's): bugs, for the checker."""
+        self.set_exception_handler(_record)
 
     def time(self) -> float:
         return self._clock.now
@@ -125,6 +130,9 @@ class VirtualLoop(asyncio.BaseEventLoop):
                 process.deferred.append((ctx, callback, args))
                 return
         self.callbacks_run += 1
+        if self.callbacks_run > self.budget:
+            self.stop()
+            return
         callback(*args)
 
     def resume(self, process: Process) -> None:
@@ -135,15 +143,18 @@ class VirtualLoop(asyncio.BaseEventLoop):
             super()._call_soon(self._gate, (ctx, callback, args), ctx)  # type: ignore[misc]
 
 
-def _quiet_about_vanished(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """Tasks of a crashed process are dropped while pending, by design: say nothing."""
+def _record(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Keeps what nothing handled, except the remains of crashed processes: their tasks
+    are dropped while pending, by design, and their async generators collected mid-await."""
     message = str(context.get("message", ""))
     if "was destroyed but it is pending" in message:
         return
     exc = context.get("exception")
     if isinstance(exc, RuntimeError) and "generator is already running" in str(exc):
-        return  # an async generator of a crashed process, collected mid-await
-    loop.default_exception_handler(context)
+        return
+    if isinstance(loop, VirtualLoop):
+        what = f"{type(exc).__name__}: {exc}" if exc is not None else ""
+        loop.errors.append(f"{message} {what}".strip()[:300])
 
 
 def process_context(process: Process) -> contextvars.Context:

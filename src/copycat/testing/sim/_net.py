@@ -373,8 +373,10 @@ class SimTransport:
         if type(message) is not InstallSnapshot:
             raise TypeError("send_snapshot takes an InstallSnapshot message")
         to = message.to
-        if to not in self._peers or not self.net.up(self.node_id, to):
-            raise PeerUnreachableError(to, "not reachable")
+        if to not in self._peers:
+            raise PeerUnreachableError(to, "no address known for it")
+        if not self.net.up(self.node_id, to):
+            raise PeerUnreachableError(to, "the link is down")
         if chunks is None:
             data = bytes(message.snapshot.data)
         else:

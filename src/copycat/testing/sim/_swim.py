@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import TYPE_CHECKING
 
 from copycat.membership._gossip import (
@@ -86,7 +87,10 @@ class GossipNet:
 
     def start_driver(self) -> None:
         if self._driver is None:
-            self._driver = asyncio.get_running_loop().create_task(self._drive())
+            # In no process's context: the driver is the network, and outlives every run.
+            self._driver = asyncio.get_running_loop().create_task(
+                self._drive(), context=contextvars.Context()
+            )
 
     async def _drive(self) -> None:
         while True:
@@ -103,6 +107,8 @@ class GossipNet:
                         ok = False
                         self.false_suspicions += 1
                     observer.probed(name, ok, now)
+                    if ok and target is not None:
+                        observer.merge(target)
 
 
 class _View:
@@ -175,6 +181,16 @@ class SimGossip:
         self.view[member.name] = view
         self.net.trace(f"gossip {self.name} sees {member.name} join (epoch {member.epoch})")
         self._emit(GossipEventKind.JOINED, member.name, view)
+
+    def merge(self, peer: SimGossip) -> None:
+        """Push-pull with `peer` after a good probe: learn the runs it knows alive that
+        this run does not know yet, so membership spreads as SWIM's gossip spreads it."""
+        for name, view in list(peer.view.items()):
+            mine = self.view.get(name)
+            if name == self.name or view.state is not GossipState.ALIVE:
+                continue
+            if mine is None or mine.epoch < view.epoch:
+                self.learn(peer._member(name, view))
 
     def probed(self, name: str, ok: bool, now: float) -> None:
         view = self.view[name]
