@@ -210,12 +210,8 @@ class CopyCat:
         host = Host(cfg.host_config(self.node_id), store, endpoint)
         self._host = host
         membership_cfg = cfg.membership_config(self.node_id, transport_port=endpoint.address[1])
-        membership = (
-            Membership(membership_cfg, seed=world.random_bytes(16))
-            if world.gossip is None
-            else Membership(
-                membership_cfg, gossip_factory=world.gossip, seed=world.random_bytes(16)
-            )
+        membership = Membership(
+            membership_cfg, gossip_factory=world.gossip, seed=world.random_bytes(16)
         )
         repair = Repair(
             RepairConfig(

@@ -282,15 +282,16 @@ class Membership:
         self,
         config: MembershipConfig,
         *,
-        gossip_factory: Callable[[MembershipConfig, Mapping[str, str]], Gossip] = KinshipGossip,
+        gossip_factory: Callable[[MembershipConfig, Mapping[str, str]], Gossip] | None = None,
         seed: bytes | None = None,
     ) -> None:
         """`gossip_factory` builds the gossip layer from the config and the initial node
-        metadata; the default runs kinship. Tests pass an in-memory one. `seed` seeds the
+        metadata; None (the default) runs kinship. Tests pass an in-memory one. `seed` seeds the
         layer's own choices (request ids, jitter); None: from the OS."""
         self._config = config
         self._log = DirectoryLog(config.max_history_changes)
-        self._gossip: Gossip = gossip_factory(config, self._own_meta().encode())
+        factory = KinshipGossip if gossip_factory is None else gossip_factory
+        self._gossip: Gossip = factory(config, self._own_meta().encode())
         self._epoch = 0
         self._gossip_address = ""
         self._started = False
