@@ -29,9 +29,9 @@ from copycat.errors import CopyCatError
 from copycat.host import ReplicaRule
 from copycat.testing.sim._check import Checker, Recorder, drain, make_tags
 from copycat.testing.sim._disk import SimDisk
+from copycat.testing.sim._gossip import GossipNet
 from copycat.testing.sim._loop import Process, VirtualLoop, process_context
 from copycat.testing.sim._net import SimNetwork, SimTransport
-from copycat.testing.sim._swim import GossipNet
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
