@@ -574,12 +574,17 @@ class CopyCat:
             return
         log.warning("group %s: this node's member was removed (%s); rejoining", ds, why)
         self._tombstoned().add(gid)
-        host.reset_member(gid)
+        # The member keeps its log and raft state: the group may already have added this
+        # node back (a later entry it has not applied yet), and acknowledgements it sent
+        # before may still be on their way to the leader, which counts them. A member
+        # that wiped its log under the same id would make those a lie (the leader would
+        # count entries this node no longer holds). What it holds is a true prefix of
+        # the group's log, which the leader extends or overwrites past the commit index.
         sub._report(
             BrokenError(
                 f"{ds}: this node's member was removed from the group ({why}); it rejoins "
-                "through the leader and the stream goes on (LOAD_SNAPSHOT if it starts "
-                "from a snapshot), nothing skipped or repeated"
+                "through the leader and the stream goes on (LOAD_SNAPSHOT if the leader "
+                "fills it from a snapshot), nothing skipped or repeated"
             )
         )
         task = asyncio.get_running_loop().create_task(self._rejoin(gid, sub))
@@ -597,7 +602,9 @@ class CopyCat:
                 hosts = await self._creator().ask_who_hosts(gid)
             if hosts:
                 try:
-                    await self._join_as_learner(gid, hosts)
+                    # Its own configuration may still hold it (a removal learned from a
+                    # proof): only the leader's answer counts here.
+                    await self._join_as_learner(gid, hosts, trust_local_conf=False)
                     log.info("group %s: rejoined", DataStructureId.from_int(gid))
                     return
                 except CopyCatError as exc:
@@ -699,7 +706,9 @@ class CopyCat:
         self._publish(upsert=[gid])
         return sub
 
-    async def _join_as_learner(self, gid: int, candidates: list[int]) -> None:
+    async def _join_as_learner(
+        self, gid: int, candidates: list[int], *, trust_local_conf: bool = True
+    ) -> None:
         host, _, _ = self._parts()
         host.open_member(gid)
         loop = asyncio.get_running_loop()
@@ -710,7 +719,9 @@ class CopyCat:
             status = host.group_status(gid)
             if status is None:
                 raise BrokenError(f"group {gid}: this node's member went away while joining")
-            if self.node_id in status.voters or self.node_id in status.learners:
+            if trust_local_conf and (
+                self.node_id in status.voters or self.node_id in status.learners
+            ):
                 return  # a member already (placement made this node a voter meanwhile)
             target = queue.pop(0) if queue else candidates[0]
             try:

@@ -948,8 +948,8 @@ class Host:
         log_ = group.log
         meta_now = log_.snapshot_metadata()
         if index <= meta_now.index or index > group.applied:
-            # Nothing newer; or a member rebuilt under its subscriber (`reset_member`)
-            # that does not hold the subscriber's position yet: the next one follows.
+            # Nothing newer; or a member that does not hold the subscriber's position
+            # yet (filled from a snapshot behind it): the next one follows.
             return
         snap_conf = group.conf_at(index)
         if snap_conf is None:
@@ -1288,35 +1288,6 @@ class Host:
     def term_of(self, gid: int) -> int:
         """The raft term this node's member of `gid` is in."""
         return self.group(gid).raw.term
-
-    def reset_member(self, gid: int) -> None:
-        """Delete this node's copy of group `gid` and start over as an empty member
-        (the group's metadata record is kept), keeping its subscriber's feed, waiting
-        proposals and their retries: the feed goes on from its position once the new
-        member holds the entries after it (or from `LOAD_SNAPSHOT`, when the member is
-        filled from a snapshot past it), so nothing is skipped or delivered twice."""
-        group = self.group(gid)
-        meta = group.log.meta()
-        self._lazy_hard.pop(gid, None)
-        batch = WriteBatch()
-        batch.delete_group(gid)
-        self._commit(batch)
-        if meta is not None:
-            batch = WriteBatch()
-            batch.set_meta(gid, meta)
-            self._commit(batch)
-        group.log = self.store.group(gid)
-        group.raw = RawNode(self._raft_config(), _MetadataOnlyLog(group.log))
-        group.applied = 0
-        group.restored_at = 0
-        group.confs = [(0, group.raw.conf_state())]
-        group.member = False
-        group.heard.clear()
-        group.opened_at = asyncio.get_running_loop().time()
-        group.last_progress = (0, 0, 0)
-        group.campaign_wanted = False
-        self._awake.add(gid)
-        self._mark(gid)
 
     async def _serve_remove_member(self, peer: int, body: bytes) -> bytes:
         gid, node_id = decode_ints(body, 2)
