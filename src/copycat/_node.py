@@ -207,7 +207,7 @@ class CopyCat:
         self._endpoint = endpoint
         tombstones = Tombstones(cfg.node_id_file.parent / "tombstones")
         self._tombstones = tombstones
-        host = Host(cfg.host_config(self.node_id), store, endpoint)
+        host = Host(cfg.host_config(self.node_id), store, endpoint, recall=tombstones.retired)
         self._host = host
         membership_cfg = cfg.membership_config(self.node_id, transport_port=endpoint.address[1])
         membership = Membership(
@@ -564,16 +564,13 @@ class CopyCat:
         if sub is None or self._leaving:
             if sub is not None:
                 sub._detach()
-            if not status.blank:
-                self._tombstoned().add(gid)
-            host.drop_group(gid)
-            self._publish(remove=[gid])
+            self._delete_replica(gid, tombstone=not status.blank)
             log.info("group %s: this node's replica was removed (%s); deleted here", ds, why)
             return
         if gid in self._rejoins:
             return
         log.warning("group %s: this node's member was removed (%s); rejoining", ds, why)
-        self._tombstoned().add(gid)
+        self._tombstoned().add(gid, host.retired_state(gid))
         # The member keeps its log and raft state: the group may already have added this
         # node back (a later entry it has not applied yet), and acknowledgements it sent
         # before may still be on their way to the leader, which counts them. A member
@@ -664,11 +661,17 @@ class CopyCat:
         return self._leave
 
     def _drop_handed_over(self, gid: int) -> None:
-        host, _, _ = self._parts()
         sub = self._subscriptions.get(gid)
         if sub is not None:
             sub._detach()
-        self._tombstoned().add(gid)
+        self._delete_replica(gid)
+
+    def _delete_replica(self, gid: int, *, tombstone: bool = True) -> None:
+        """Delete this node's member of `gid`, tombstoned first (durably) with what it
+        was, which a member of `gid` opened here again recalls (see `Tombstones`)."""
+        host, _, _ = self._parts()
+        if tombstone:
+            self._tombstoned().add(gid, host.retired_state(gid))
         host.drop_group(gid)
         self._publish(remove=[gid])
 
@@ -832,6 +835,4 @@ class Subscription:
                 await host.remove_member(gid, node.node_id)
             elif leader:
                 await node._call(leader, Method.REMOVE_MEMBER, encode_ints(gid, node.node_id))
-        node._tombstoned().add(gid)
-        host.drop_group(gid)
-        node._publish(remove=[gid])
+        node._delete_replica(gid)

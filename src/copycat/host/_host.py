@@ -60,6 +60,7 @@ from copycat.host._sessions import (
     decode_proposal,
     encode_proposal,
 )
+from copycat.host._tombstones import Retired
 from copycat.raft import (
     ConfChange,
     ConfState,
@@ -364,6 +365,7 @@ class _Group:
         "opened_at",
         "outbox",
         "raw",
+        "recalled_term",
         "refusal",
         "restored_at",
         "retries",
@@ -378,6 +380,9 @@ class _Group:
         self.log = group_log
         self.applied = group_log.snapshot_metadata().index
         self.restored_at = 0
+        self.recalled_term = 0
+        """The term of this node's deleted member of the group that this one recalled
+        (`RawNode.recall`), or 0."""
         self.feed: Feed | None = None
         self.waiters: dict[tuple[bytes, int], asyncio.Future[None]] = {}
         self.outbox: list[bytes] = []
@@ -488,8 +493,18 @@ class GroupStatus:
 class Host:
     """Every raft group this node hosts, over one log store and one transport endpoint."""
 
-    def __init__(self, config: HostConfig, store: LogStore, endpoint: Transport) -> None:
+    def __init__(
+        self,
+        config: HostConfig,
+        store: LogStore,
+        endpoint: Transport,
+        *,
+        recall: Callable[[int], Retired | None] | None = None,
+    ) -> None:
         self.config = config
+        self._recall = recall
+        """What this node's deleted member of a group was (its tombstone), if any: every
+        member opened here recalls it (see `RawNode.recall`)."""
         self.store = store
         self.endpoint = endpoint
         self.groups: dict[int, _Group] = {}
@@ -580,6 +595,15 @@ class Host:
         group_log = self.store.group(gid)
         raw = RawNode(self._raft_config(), _MetadataOnlyLog(group_log))
         group = _Group(gid, raw, group_log)
+        retired = self._recall(gid) if self._recall is not None else None
+        if retired is not None:
+            raw.recall(
+                term=retired.term,
+                vote=retired.vote,
+                last_log_term=retired.last_log_term,
+                last_log_index=retired.last_log_index,
+            )
+            group.recalled_term = retired.term
         self.groups[gid] = group
         self._awake.add(gid)
         self._mark(gid)
@@ -611,8 +635,16 @@ class Host:
     def is_blank(self, gid: int) -> bool:
         """True when this node's member of `gid` exists but has heard from no one yet (no
         term, no log, no snapshot): what `open_member` leaves until a leader fills it."""
-        group = self.group(gid)
-        return group.raw.term == 0 and group.raw.last_index() == 0
+        return _blank(self.group(gid))
+
+    def retired_state(self, gid: int) -> Retired:
+        """What this node's member of `gid` is now, for its tombstone before it is
+        deleted (`drop_group`)."""
+        raw = self.group(gid).raw
+        last = raw.last_index()
+        return Retired(
+            term=raw.term, vote=raw.vote, last_log_term=raw.term_at(last) or 0, last_log_index=last
+        )
 
     def open_member(self, gid: int, *, meta: bytes | None = None) -> None:
         """Host an empty member of group `gid`; the leader fills it once it adds this node.
@@ -1244,7 +1276,7 @@ class Host:
             learners=frozenset(conf.learners),
             joint=conf.is_joint(),
             subscribed=group.feed is not None and not group.feed.closed,
-            blank=raw.term == 0 and raw.last_index() == 0,
+            blank=_blank(group),
             refusing_writes=group.refusal is not None,
         )
 
@@ -1314,6 +1346,12 @@ class Host:
             group.feed.closed = True
             group.feed.wake.set()
             group.feed = None
+
+
+def _blank(group: _Group) -> bool:
+    """The member has heard from no one in this life: no log, no snapshot, and no term
+    beyond the one it recalled."""
+    return group.raw.last_index() == 0 and group.raw.term <= group.recalled_term
 
 
 def _upgrades(stored: bytes, new: bytes) -> bool:

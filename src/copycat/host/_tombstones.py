@@ -4,10 +4,15 @@ What lives here: `Tombstones`, a small durable set of group ids kept in the data
 A node that dropped its replica of a group (it was removed, or handed it over) and later
 sees nobody hosting the group's id must not start a fresh group under that id: the old
 group may live on out of sight (a partition, nodes down), and two groups under one id
-would diverge for good. What must not: anything about raft or the log store.
+would diverge for good. Each tombstone also keeps what the deleted member was (`Retired`:
+its term, its vote, its last entry), which a member of the same group opened here again
+must recall (`RawNode.recall`): the group counted the deleted member's vote and its
+acknowledgements, and a member under the same node id that forgot them could vote a
+stale candidate in (sim seed 11). What must not: anything about raft or the log store.
 
-Format: one group id a line, as 32 hex digits, appended with a flush and an fsync (a
-torn last line is ignored when read). Written by hand rather than through the log store:
+Format: one group id a line, as 32 hex digits, then (when known) the term, the vote, and
+the last entry's term and index in decimal, appended with a flush and an fsync (a torn
+or unreadable line is ignored when read, with a log line). Written by hand rather than through the log store:
 the store deletes everything of a group when it is dropped, and this record must
 outlive exactly that.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, final
 
 if TYPE_CHECKING:
@@ -25,23 +31,57 @@ log = logging.getLogger("copycat.host")
 
 
 @final
-class Tombstones:
-    """The durable set of group ids this node must never create again."""
+@dataclass(frozen=True, slots=True)
+class Retired:
+    """A deleted member's raft state: what a later member under the same id recalls."""
 
-    __slots__ = ("_ids", "_path")
+    term: int
+    vote: int
+    last_log_term: int
+    last_log_index: int
+
+    def merge(self, other: Retired | None) -> Retired:
+        """The later of two retirements, with the more up-to-date last entry of both."""
+        if other is None:
+            return self
+        later = self if (self.term, self.vote) >= (other.term, other.vote) else other
+        last = max(
+            (self.last_log_term, self.last_log_index), (other.last_log_term, other.last_log_index)
+        )
+        return Retired(later.term, later.vote, last[0], last[1])
+
+
+@final
+class Tombstones:
+    """The durable set of group ids this node must never create again, each with what
+    its deleted member was (`retired`)."""
+
+    __slots__ = ("_ids", "_path", "_retired")
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._ids: set[int] = set()
+        self._retired: dict[int, Retired] = {}
         if path.exists():
-            for number, line in enumerate(path.read_text().splitlines(), 1):
-                text = line.strip()
-                if not text:
+            lines = path.read_text().split("\n")
+            if lines[-1]:  # no newline after it: torn by a crash while it was written
+                log.warning("%s: the last line is incomplete; ignored", path)
+            for number, line in enumerate(lines[:-1], 1):
+                fields = line.split()
+                if not fields:
                     continue
                 try:
-                    self._ids.add(int(text, 16))
+                    gid = int(fields[0], 16)
+                    numbers = [int(f) for f in fields[1:]]
                 except ValueError:
-                    log.warning("%s: line %d is not a group id; ignored", path, number)
+                    log.warning("%s: line %d is not a tombstone; ignored", path, number)
+                    continue
+                if len(numbers) not in (0, 4) or min(numbers, default=0) < 0:
+                    log.warning("%s: line %d is not a tombstone; ignored", path, number)
+                    continue
+                self._ids.add(gid)
+                if numbers:
+                    self._retired[gid] = Retired(*numbers).merge(self._retired.get(gid))
 
     def __contains__(self, gid: object) -> bool:
         return gid in self._ids
@@ -49,14 +89,26 @@ class Tombstones:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def add(self, gid: int) -> None:
-        """Record `gid` durably (once)."""
-        if gid in self._ids:
+    def retired(self, gid: int) -> Retired | None:
+        """What this node's deleted member of `gid` was, when one was deleted."""
+        return self._retired.get(gid)
+
+    def add(self, gid: int, retired: Retired | None = None) -> None:
+        """Record `gid` durably, with what its member was (`retired`) when known."""
+        if retired is not None:
+            retired = retired.merge(self._retired.get(gid))
+            if retired == self._retired.get(gid):
+                return
+        elif gid in self._ids:
             return
         self._path.parent.mkdir(parents=True, exist_ok=True)
         new_file = not self._path.exists()
+        line = f"{gid:032x}"
+        if retired is not None:
+            r = retired
+            line += f" {r.term} {r.vote} {r.last_log_term} {r.last_log_index}"
         with self._path.open("a") as f:
-            f.write(f"{gid:032x}\n")
+            f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
         if new_file:  # the file's directory entry must survive a crash too
@@ -66,3 +118,5 @@ class Tombstones:
             finally:
                 os.close(fd)
         self._ids.add(gid)
+        if retired is not None:
+            self._retired[gid] = retired

@@ -113,6 +113,7 @@ class Raft:
         self.dropped_proposals = 0
         self.refused_conf_changes = 0
         self.is_learner = False
+        self.vote_floor = (0, 0)
 
         hard_state, conf_state = storage.initial_state()
         self._install_config(
@@ -355,7 +356,11 @@ class Raft:
             or (m.pre_vote and m.term > self.term)
             or self.bugs.double_vote
         )
-        if can_vote and self.log.is_up_to_date(m.last_log_index, m.last_log_term):
+        if (
+            can_vote
+            and self.log.is_up_to_date(m.last_log_index, m.last_log_term)
+            and (m.last_log_term, m.last_log_index) >= self.vote_floor
+        ):
             # The response carries the candidate's term so that a pre-vote grant is
             # counted in the term the candidate will campaign in.
             self._send(
@@ -372,6 +377,13 @@ class Raft:
                     term=self.term, sender=self.id, to=m.sender, reject=True, pre_vote=m.pre_vote
                 )
             )
+
+    def recall(self, term: int, vote: int, last_log_term: int, last_log_index: int) -> None:
+        """See `RawNode.recall`."""
+        if term > self.term:
+            self.become_follower(term, NONE)
+            self.vote = vote
+        self.vote_floor = max(self.vote_floor, (last_log_term, last_log_index))
 
     def _send(self, m: Message) -> None:
         self.msgs.append(m)

@@ -186,6 +186,16 @@ class RawNode:
         """The host could not send to `node_id`; the leader stops pipelining to it."""
         self._raft.report_unreachable(node_id)
 
+    def recall(self, *, term: int, vote: int, last_log_term: int, last_log_index: int) -> None:
+        """What this node's member of the group was before its log was deleted (its term,
+        its vote in that term, its last entry): a member that comes back under the same
+        node id must keep the promises the deleted one made, or the group counts them
+        twice. It takes the term and the vote back (raising its term, never lowering
+        it) and from then on votes only for a candidate whose log is at least as up to
+        date as the deleted log was, which the group may have counted in a commit.
+        The next `Ready` persists the term and the vote."""
+        self._raft.recall(term, vote, last_log_term, last_log_index)
+
     def report_snapshot(self, node_id: int, *, success: bool) -> None:
         """Outcome of sending a snapshot to `node_id`."""
         self._raft.report_snapshot(node_id, success=success)
@@ -295,6 +305,11 @@ class RawNode:
     @property
     def term(self) -> int:
         return self._raft.term
+
+    @property
+    def vote(self) -> int:
+        """Whom this member voted for in its current term (0: nobody)."""
+        return self._raft.vote
 
     @property
     def lead_transferee(self) -> int:
