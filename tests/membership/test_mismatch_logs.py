@@ -23,6 +23,8 @@ from .fakegossip import FakeGossip, FakeNetwork
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from copycat.membership._gossip import GossipMember
+
 pytestmark = pytest.mark.asyncio
 
 WAIT_S = 10.0
@@ -200,3 +202,39 @@ async def test_both_warnings_are_rate_limited_while_the_joiner_keeps_retrying(
     finally:
         await joiner.close()
         await receiver.close()
+
+
+async def test_peers_to_contact_not_seen_live_are_joined_again() -> None:
+    """Two halves of a cluster that came up apart (every node restarted during a
+    partition) never meet through SWIM, which probes only the members it knows: the node
+    joins again, every `reconnect_interval_s`, the peers to contact it does not see live
+    (sim seed 64 before the fix: two gossip clusters for good, groups never repaired)."""
+    net = FakeNetwork(seed=5)
+    joins: list[list[str]] = []
+
+    class Apart(FakeGossip):
+        def members(self) -> list[GossipMember]:
+            return [self.local()]  # the other half is out of sight
+
+        async def join(self, peers: list[str]) -> int:
+            joins.append(sorted(peers))
+            return 1  # the first join reached someone: no rejoin loop
+
+    config = MembershipConfig(
+        node_id=1,
+        gossip_port=0,
+        cluster_name="alpha",
+        peers_to_contact=(address(2), address(3)),
+        reconnect_interval_s=0.05,
+        transport_address="127.0.0.1:9001",
+    )
+    node = Membership(
+        config,
+        gossip_factory=lambda c, meta: Apart(net, c.gossip_name, meta, address=address(1)),
+    )
+    await node.start()
+    try:
+        await until(lambda: len(joins) >= 3, "two joins after the first")
+        assert joins[1] == [address(2), address(3)]
+    finally:
+        await node.close()

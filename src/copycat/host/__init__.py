@@ -25,6 +25,7 @@ from copycat.host._rule import RULE_INTS as RULE_INTS
 from copycat.host._rule import ReplicaRule as ReplicaRule
 from copycat.host._rule import new_incarnation as new_incarnation
 from copycat.host._sessions import SESSION_ID_BYTES as SESSION_ID_BYTES
+from copycat.host._tombstones import KnownNodes as KnownNodes
 from copycat.host._tombstones import Retired as Retired
 from copycat.host._tombstones import Tombstones as Tombstones
 
@@ -37,6 +38,7 @@ __all__ = [
     "GroupStatus",
     "Host",
     "HostConfig",
+    "KnownNodes",
     "MembershipProof",
     "Method",
     "Repair",

@@ -12,7 +12,7 @@ repair in `_repair`, leave in the node).
 | start_replica | (group, *rule) | empty |
 | add_member | (group, node, voter 0/1) | the group's metadata record (empty when none) |
 | remove_member | (group, node) | empty |
-| lookup_group | (group,) | `encode_flag` |
+| lookup_group | (group,) | `encode_lookup`: whether it hosts a member, and the nodes it knows |
 | membership_proof | (group,) | `encode_proof` |
 | hand_over | (group, node) | `encode_flag`: whether a replacement took the place |
 
@@ -24,11 +24,14 @@ An error travels as the transport's typed remote error, never as a reply value.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import msgpack
 
 from copycat.host._host import MembershipProof
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 _PROOF_FORMAT: Final = 1
 
@@ -48,6 +51,38 @@ class Method(StrEnum):
 def encode_flag(value: bool) -> bytes:
     packed: bytes = msgpack.packb(bool(value))
     return packed
+
+
+MAX_KNOWN_NODES: Final = 100_000
+"""The most node ids a lookup reply may list."""
+
+
+def encode_lookup(hosted: bool, known: Iterable[int]) -> bytes:
+    """A lookup reply: whether the node hosts a member of the group, and the nodes it
+    knows (what `KnownNodes` holds), which the asker adds to its own quorum."""
+    packed: bytes = msgpack.packb([bool(hosted), sorted(known)])
+    return packed
+
+
+def decode_lookup(body: bytes) -> tuple[bool, list[int]]:
+    """A lookup reply; a bare yes/no (a node of an earlier version) knows nobody.
+    ValueError for anything else."""
+    try:
+        value = msgpack.unpackb(body)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ValueError(f"malformed lookup reply: {exc}") from exc
+    if isinstance(value, bool):
+        return value, []
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not isinstance(value[0], bool)
+        or not isinstance(value[1], list)
+        or len(value[1]) > MAX_KNOWN_NODES
+        or any(type(n) is not int or not 0 < n < 1 << 64 for n in value[1])
+    ):
+        raise ValueError("a lookup reply must be [hosted, [node ids]]")
+    return value[0], value[1]
 
 
 def decode_flag(body: bytes) -> bool:

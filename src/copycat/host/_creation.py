@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Final
 
 from copycat._ids import DataStructureId
 from copycat.errors import ClusterUnreachableError, CopyCatError, SplitGroupError
-from copycat.host._control import Method, decode_flag, encode_flag
+from copycat.host._control import Method, decode_lookup, encode_lookup
 from copycat.host._host import decode_ints, encode_ints
 from copycat.host._rule import RULE_INTS, ReplicaRule, new_incarnation
 from copycat.placement import PlacementRule, place
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from copycat.host._host import Host
     from copycat.host._repair import Repair
-    from copycat.host._tombstones import Tombstones
+    from copycat.host._tombstones import KnownNodes, Tombstones
     from copycat.membership import Membership
 
 log = logging.getLogger("copycat")
@@ -68,6 +68,7 @@ class Creation:
         repair: Repair,
         tombstones: Tombstones,
         *,
+        known: KnownNodes | None = None,
         call: Callable[..., Awaitable[bytes]],
         membership: Membership,
         publish: Callable[[int], None],
@@ -90,9 +91,10 @@ class Creation:
         self.cluster_seen = not config.peers_to_contact
         """Whether this node has reached the cluster it was told to join (always, for a
         node told to start one: an empty `peers_to_contact`)."""
-        self.known: set[int] = {config.node_id}
-        """Nodes seen live since start, less those that left on purpose: the quorum a
-        node needs to see before it decides that nobody hosts an id."""
+        self.known: KnownNodes | set[int] = {config.node_id} if known is None else known
+        """Nodes seen live (since the data dir was made, when durable), less those that
+        left on purpose: the quorum a node needs to see before it decides that nobody
+        hosts an id."""
 
     # -- the cluster -------------------------------------------------------------------------
 
@@ -172,9 +174,15 @@ class Creation:
 
         async def ask(node_id: int) -> bool | None:
             try:
-                return decode_flag(await self._call(node_id, Method.LOOKUP, encode_ints(gid)))
+                reply = await self._call(node_id, Method.LOOKUP, encode_ints(gid))
+                hosted, known = decode_lookup(reply)
             except (CopyCatError, ValueError):
                 return None
+            # The nodes the peer knows count in this node's quorum too: a node new to
+            # the cluster, or restarted, sees only those up now (sim seed 62).
+            for other in known:
+                self.known.add(other)
+            return hosted
 
         answers = await asyncio.gather(*(ask(n) for n in peers))
         hosts = [n for n, yes in zip(peers, answers, strict=True) if yes]
@@ -329,4 +337,4 @@ class Creation:
 
     async def serve_lookup(self, peer: int, body: bytes) -> bytes:
         (gid,) = decode_ints(body, 1)
-        return encode_flag(gid in self.host.groups)
+        return encode_lookup(gid in self.host.groups, self.known)

@@ -127,6 +127,11 @@ class MembershipConfig:
     last. Default 4. When they run out the pull is abandoned until the next change of the
     peer's metadata or the next anti-entropy round. 0 to 20."""
 
+    reconnect_interval_s: float = 30.0
+    """How often the node joins again those of `peers_to_contact` it does not see live,
+    so that two halves of a cluster that started apart (every node restarted during a
+    partition) merge once the network heals. Default 30 s: one push-pull exchange per
+    peer per round. Greater than 0."""
     anti_entropy_interval_s: float = 10.0
     """Period of the anti-entropy check: every held peer directory is re-hashed and
     compared with the digest the peer advertises, and pulled in full if they differ.
@@ -210,6 +215,7 @@ class MembershipConfig:
         for name in (
             "sync_timeout_s",
             "anti_entropy_interval_s",
+            "reconnect_interval_s",
             "meta_flush_interval_s",
             "leave_timeout_s",
         ):

@@ -342,6 +342,8 @@ class Membership:
                 self._config.cluster_name,
             )
             self._spawn(self._rejoin_loop(peers), "membership-rejoin")
+        if peers:
+            self._spawn(self._reconnect_loop(peers), "membership-reconnect")
         for member in self._gossip.members():
             if member.name != local.name:
                 self._on_member(GossipEventKind.JOINED, member)
@@ -770,6 +772,23 @@ class Membership:
             if len(self._gossip.members()) > 1 or await self._gossip.join(peers):
                 return
             delay = min(delay * 2, _REJOIN_MAX_S)
+
+    async def _reconnect_loop(self, peers: list[str]) -> None:
+        """Joins again, every `reconnect_interval_s`, the peers to contact that are not live
+        members here. SWIM only probes the members it knows: nodes that came up on two
+        sides of a partition (every node restarted during it) form two clusters that
+        never meet once it heals, and their groups stay apart (sim seed 64). A join to a
+        peer already in the cluster is one push-pull exchange."""
+        while True:
+            await asyncio.sleep(self._config.reconnect_interval_s)
+            live = {
+                m.address
+                for m in self._gossip.members()
+                if m.state in (GossipState.ALIVE, GossipState.SUSPECT)
+            }
+            missing = [peer for peer in peers if peer not in live]
+            if missing and await self._gossip.join(missing):
+                log.debug("joined again peers to contact not seen live: %s", ", ".join(missing))
 
     async def _explain_unanswered(self, peers: list[str]) -> None:
         """Warns, per peer to contact, why it did not answer: a node that refused or
