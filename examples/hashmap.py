@@ -18,6 +18,7 @@ map coming back from its snapshot (`LOAD_SNAPSHOT`) and the log after it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 log = logging.getLogger("hashmap")
+
+RECENT_IDS: Final = 4096
+"""Operation ids a snapshot keeps: a writer whose operation a snapshot covers learns it
+was applied, unless more than this many operations came after it in the snapshot."""
 
 MAP_ID: Final = "01CFR5R4JJE9KNRAJFFEAQ2SAJ"
 """The data structure id of the original README: every node that subscribes to it sees
@@ -58,6 +63,9 @@ class ReplicatedMap:
         self._tasks: list[asyncio.Task[None]] = []
         # Operations proposed here, by operation id, waiting to be applied locally.
         self._waiting: dict[str, asyncio.Future[None]] = {}
+        # The ids of the latest operations applied, kept in the snapshot: a snapshot
+        # that covers an operation this node waits for tells it so.
+        self._recent: collections.deque[str] = collections.deque(maxlen=RECENT_IDS)
         self.applied = 0
         """Operations applied since the map was opened."""
         self.snapshots_loaded = 0
@@ -124,19 +132,30 @@ class ReplicatedMap:
             await applied
         finally:
             self._waiting.pop(op_id, None)
+            if applied.done() and not applied.cancelled():
+                applied.exception()  # seen here, also when `propose` raised first
 
     # -- snapshots --------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        """The snapshot provider: the whole map as JSON. CopyCat calls it between two
-        commits, so it sees exactly the state the commits before it built."""
-        return json.dumps(self._data, sort_keys=True).encode()
+        """The snapshot provider: the whole map as JSON, with the ids of the latest
+        operations. CopyCat calls it between two commits, so it sees exactly the state
+        the commits before it built."""
+        state = {"data": self._data, "recent": list(self._recent)}
+        return json.dumps(state, sort_keys=True).encode()
 
     def _restore(self, data: bytes) -> None:
-        state = json.loads(data) if data else {}
-        if not isinstance(state, dict):
-            raise ValueError("a hashmap snapshot is a JSON object")
-        self._data = {str(k): str(v) for k, v in state.items()}
+        state = json.loads(data) if data else {"data": {}, "recent": []}
+        if not isinstance(state, dict) or not isinstance(state.get("data"), dict):
+            raise ValueError("a hashmap snapshot is a JSON object with a 'data' object")
+        self._data = {str(k): str(v) for k, v in state["data"].items()}
+        self._recent.clear()
+        self._recent.extend(str(op_id) for op_id in state.get("recent", []))
+        # This node's writes that the snapshot covers are applied: their writers go on.
+        for op_id in self._recent:
+            waiter = self._waiting.get(op_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     # -- the commit loop --------------------------------------------------------------------
 
@@ -172,6 +191,8 @@ class ReplicatedMap:
             log.warning("skipping a malformed operation %r: %s", data[:80], exc)
             return
         self.applied += 1
+        if isinstance(op_id, str):
+            self._recent.append(op_id)
         waiter = self._waiting.get(op_id) if isinstance(op_id, str) else None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -65,9 +65,7 @@ def test_no_vote_for_a_candidate_behind_the_deleted_log(pre_vote: bool) -> None:
     node, _ = _recalled()
     _answers(node)
     node.step(
-        RequestVote(
-            term=4, sender=2, to=4, last_log_index=14, last_log_term=2, pre_vote=pre_vote
-        )
+        RequestVote(term=4, sender=2, to=4, last_log_index=14, last_log_term=2, pre_vote=pre_vote)
     )
     (answer,) = [m for m in _answers(node) if isinstance(m, RequestVoteResponse)]
     assert answer.reject

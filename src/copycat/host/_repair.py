@@ -102,6 +102,8 @@ class Repair:
         self._pending = False
         """A scan changed a group that may need more (a top-up one replica at a time)."""
         self._loop_task: asyncio.Task[None] | None = None
+        self.counters = {"voters_added": 0, "voters_removed": 0}
+        """Membership changes this node's repair made as a leader (top-ups included)."""
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -384,6 +386,7 @@ class Repair:
                 )
             return False
         await self.host.remove_member(gid, victim)
+        self.counters["voters_removed"] += 1
         log.info("group %s: removed node %d", ds, victim)
         return bool(newcomers)
 
@@ -432,6 +435,7 @@ class Repair:
         await host.add_member(gid, node_id, voter=False)
         await host.wait_caught_up(gid, node_id)
         await host.add_member(gid, node_id, voter=True)
+        self.counters["voters_added"] += 1
 
     # -- removal, learned from a proof -------------------------------------------------------
 

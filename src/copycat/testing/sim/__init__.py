@@ -13,5 +13,19 @@ from copycat.testing.sim._check import Recorder as Recorder
 from copycat.testing.sim._cluster import Bugs as Bugs
 from copycat.testing.sim._cluster import Options as Options
 from copycat.testing.sim._cluster import Simulation as Simulation
+from copycat.testing.sim._program import CheckedCopyCat as CheckedCopyCat
+from copycat.testing.sim._program import Program as Program
+from copycat.testing.sim._program import SimNode as SimNode
+from copycat.testing.sim._program import unique_values as unique_values
 
-__all__ = ["Bugs", "Checker", "Options", "Recorder", "Simulation"]
+__all__ = [
+    "Bugs",
+    "CheckedCopyCat",
+    "Checker",
+    "Options",
+    "Program",
+    "Recorder",
+    "SimNode",
+    "Simulation",
+    "unique_values",
+]

@@ -37,7 +37,10 @@ class Checker:
         self.proposed: set[bytes] = set()
         self.acked: dict[str, set[bytes]] = {}
         """Per data structure: tags whose `propose` returned."""
+        self.ok = 0
+        """Proposals whose `propose` returned."""
         self.failed = 0
+        """Proposals whose `propose` raised (each delivered at most once)."""
         self.order: dict[str, list[bytes]] = {}
         """Per data structure: the one order every subscriber's history must follow."""
         self.delivered = 0
@@ -123,6 +126,7 @@ class Recorder:
             self.checker.failed += 1
             raise
         self.checker.acked.setdefault(self.ds, set()).add(tag)
+        self.checker.ok += 1
 
     def commits(self) -> AsyncIterator[bytes | LoadSnapshot]:
         assert self.sub is not None

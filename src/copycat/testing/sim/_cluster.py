@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import gc
 import logging
 import random
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +30,12 @@ from copycat._node import CopyCat
 from copycat._world import World
 from copycat.errors import CopyCatError
 from copycat.host import ReplicaRule
-from copycat.testing.sim._check import Checker, Recorder, drain, make_tags
+from copycat.testing.sim._check import Checker, Recorder, make_tags
 from copycat.testing.sim._disk import SimDisk
 from copycat.testing.sim._gossip import GossipNet
 from copycat.testing.sim._loop import Process, VirtualLoop, process_context
 from copycat.testing.sim._net import SimNetwork, SimTransport
+from copycat.testing.sim._program import CheckedCopyCat, Program, SimNode, unique_values
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -43,6 +47,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("copycat.sim")
 
 _BASE_PORT = 20000
+_FAULTS = (
+    "crash",
+    "partition",
+    "one_way",
+    "pause",
+    "clock",
+    "none",
+    "crash",
+    "partition",
+    "leave",
+    "restart_all",
+)
+"""What the nemesis picks from, evenly (crashes and partitions twice as often; at most
+one whole-cluster restart per seed)."""
 _GOSSIP_BASE_PORT = 30000
 
 
@@ -57,6 +75,9 @@ class Bugs:
 @dataclass(slots=True, kw_only=True)
 class Options:
     nodes: int = 5
+    """Nodes that form the cluster at the start."""
+    joins: int = 1
+    """Nodes that join it later, during the faults."""
     data_centers: int = 3
     fault_s: float = 40.0
     """Simulated seconds of faults, after the cluster formed."""
@@ -64,6 +85,13 @@ class Options:
     """Simulated seconds after every fault healed within which all must catch up."""
     bugs: Bugs = field(default_factory=Bugs)
     faults: bool = True
+    program: Program = unique_values
+    """What every node runs at each start (see `SimNode`); the built-in one proposes
+    unique values."""
+    replicas: tuple[int, ...] = (1, 3, 5)
+    """One data structure per entry, with that many replicas (capped at `nodes`)."""
+    log_level: int = logging.INFO
+    """The real code's log lines at this level and up go into the trace."""
 
 
 class Node:
@@ -78,9 +106,12 @@ class Node:
         self.process: Process | None = None
         self.cc: CopyCat | None = None
         self.recorders: dict[str, Recorder] = {}
+        self.states: dict[str, Callable[[], object]] = {}
         self.tasks: list[asyncio.Task[Any]] = []
         self.wall_offset_ms = 0
         self.runs = 0
+        self.leaving = False
+        """`CopyCat.leave` is under way in this run."""
 
     @property
     def up(self) -> bool:
@@ -136,11 +167,13 @@ class Node:
         return task
 
     async def start(self) -> None:
-        """A new run over the surviving disk: start the node, subscribe, propose."""
+        """A new run over the surviving disk: start the node and its program."""
         self.runs += 1
+        self.leaving = False
         process = Process(f"n{self.node_id}#{self.runs}")
         self.process = process
         self.recorders = {}
+        self.states = {}
         self.tasks = []
         self.sim.trace(f"n{self.node_id} starts (run {self.runs})")
         done = self.spawn(self._run())
@@ -152,48 +185,60 @@ class Node:
         cc = CopyCat(self.config(), world=self.world(self.process))
         await cc.start()
         self.cc = cc
-        for ds in self.sim.subscriptions_of(self.node_id):
-            self.spawn(self._subscriber(cc, ds))
+        if self.sim.structures:
+            self.run_program()
 
-    async def _subscriber(self, cc: CopyCat, ds: DataStructureId) -> None:
+    def run_program(self) -> None:
+        """Start the program of this run (once the data structures exist)."""
+        assert self.cc is not None
         sim = self.sim
-        who = f"n{self.node_id}#{self.runs}/{str(ds)[-4:]}"
-        rec = Recorder(sim.checker, who, str(ds), sim.tags[self.node_id])
-        while True:
-            try:
-                rec.sub = await cc.subscribe(ds, rec.provider(lambda: b""))
-                break
-            except CopyCatError as exc:
-                sim.trace(f"{who} subscribe failed: {type(exc).__name__}")
-                await asyncio.sleep(1.0)
-        self.recorders[str(ds)] = rec
-        sim.trace(f"{who} subscribed")
-        slow = sim.rng.random() < 0.3
-        self.spawn(drain(rec, slow_s=0.05 if slow else 0.0))
-        rng = random.Random(sim.rng.getrandbits(64))
-        while not sim.stop_proposing:
-            await asyncio.sleep(rng.expovariate(4.0))
-            try:
-                await rec.propose(b"")
-                sim.proposals_ok += 1
-            except CopyCatError:
-                sim.proposals_failed += 1
+        node = SimNode(
+            self.node_id,
+            CheckedCopyCat(
+                self.cc,
+                sim.checker,
+                f"n{self.node_id}#{self.runs}",
+                sim.tags[self.node_id],
+                self.recorders,
+                sim.trace,
+            ),
+            tuple(sim.subscriptions_of(self.node_id)),
+            random.Random(sim.rng.getrandbits(64)),
+            lambda: not sim.stop_proposing,
+            self.states,
+        )
+        self.spawn(self._program(node))
+
+    async def _program(self, node: SimNode) -> None:
+        try:
+            await self.sim.options.program(node)
+        except CopyCatError as exc:
+            self.sim.trace(f"n{self.node_id}'s program stopped: {type(exc).__name__}: {exc}")
 
     def count_snapshots(self) -> None:
+        """Add this run's snapshots and repairs to the totals (at its end)."""
         if self.cc is not None and self.cc._host is not None:
             self.sim.snapshots += self.cc._host.counters["snapshots_taken"]
+        if self.cc is not None and self.cc._repair is not None:
+            self.sim.repairs += sum(self.cc._repair.counters.values())
 
-    def crash(self) -> None:
+    def crash(self, *, in_write: bool = False) -> None:
+        """Power cut: the run's tasks vanish, its unsynced writes are lost (a prefix may
+        have reached the disk). `in_write`: in the middle of a write, with what the node
+        sent before it still on its way."""
         if self.process is None or self.process.vanished:
             return
-        self.sim.trace(f"n{self.node_id} crashes")
+        self.sim.trace(
+            f"n{self.node_id} crashes" + (" in the middle of a write" if in_write else "")
+        )
         self.count_snapshots()
         self.process.vanished = True
-        self.sim.net.crashed(self.node_id)
+        self.sim.net.crashed(self.node_id, keep_sent=in_write)
         self.sim.gossip.crash(f"n{self.node_id}")
         self.disk.crash(self.sim.rng, tear=True)
         self.cc = None
         self.recorders = {}
+        self.states = {}
         self.sim.crashes += 1
 
 
@@ -210,7 +255,7 @@ class Simulation:
         self.repair_grace_s = 8.0
         dcs = [f"dc{i + 1}" for i in range(self.options.data_centers)]
         self.nodes: dict[int, Node] = {}
-        for i in range(1, self.options.nodes + 1):
+        for i in range(1, self.options.nodes + self.options.joins + 1):
             self.nodes[i] = Node(self, i, dcs[(i - 1) % len(dcs)], f"r{i % 2}")
         self.tags = {i: make_tags(i) for i in self.nodes}
         self.net = SimNetwork(self.rng, latency=self._latency, trace=self.trace)
@@ -226,15 +271,19 @@ class Simulation:
         self.structures: list[tuple[DataStructureId, int]] = []
         self.subscribers: dict[DataStructureId, list[int]] = {}
         self.stop_proposing = False
-        self.proposals_ok = 0
-        self.proposals_failed = 0
+        self.healed = False
         self.crashes = 0
         self.partitions = 0
         self.pauses = 0
         self.simulated_s = 0.0
         self.repairs = 0
         self.snapshots = 0
+        self.joins = 0
+        self.leaves = 0
+        self.cluster_restarts = 0
         self._pending: set[asyncio.Task[None]] = set()
+        self._split: set[int] = set()
+        self._context = contextvars.copy_context()
         self._loop: VirtualLoop | None = None
 
     # -- the world ------------------------------------------------------------------------
@@ -263,6 +312,8 @@ class Simulation:
         logger = logging.getLogger("copycat")
         logger.addHandler(handler)
         propagate, logger.propagate = logger.propagate, False
+        level = logger.level
+        logger.setLevel(self.options.log_level)
         try:
             limit_s = 30.0 + self.options.fault_s + self.options.settle_s + 60.0
             try:
@@ -279,28 +330,60 @@ class Simulation:
         finally:
             logger.removeHandler(handler)
             logger.propagate = propagate
-            loop.close()
+            logger.setLevel(level)
+            self._discard(loop)
             shutil.rmtree(self.root, ignore_errors=True)
         return self.result()
 
+    def _discard(self, loop: VirtualLoop) -> None:
+        """Close the loop and collect what the crashed runs left mid-await. Their
+        coroutines are closed half-way, which is what a crash means; a `finally` that
+        awaits then complains to `sys.unraisablehook`, which hears nothing meanwhile."""
+        for node in self.nodes.values():
+            node.tasks = []
+            node.cc = None
+            node.recorders = {}
+            node.states = {}
+        hook = sys.unraisablehook
+        sys.unraisablehook = lambda _unraisable: None
+        try:
+            loop.close()
+            loop.processes.clear()
+            gc.collect()
+        finally:
+            sys.unraisablehook = hook
+
     async def _main(self) -> None:
+        self._context = contextvars.copy_context()
+        watch = asyncio.get_running_loop().create_task(self._watch())
+        try:
+            await self._run_all()
+        finally:
+            watch.cancel()
+        self._sample_raft()
+        self._check_one_group_per_id()
+
+    async def _run_all(self) -> None:
         ids = list(self.nodes)
-        for node_id in ids:
+        founders = ids[: self.options.nodes]
+        for node_id in founders:
             await self.nodes[node_id].start()
             await asyncio.sleep(0.5)
         await asyncio.sleep(5.0)  # gossip converges
         first = self.nodes[1]
         assert first.cc is not None
-        for replicas in (1, 3, min(5, len(ids))):
+        for wanted in self.options.replicas:
+            replicas = min(wanted, len(founders))
             ds = await self._allocate(first, replicas)
             self.structures.append((ds, replicas))
             self.subscribers[ds] = sorted(self.rng.sample(ids, self.rng.randint(2, len(ids))))
             self.trace(f"{ds} has {replicas} replicas, subscribers {self.subscribers[ds]}")
-        for node_id in ids:
+        for node_id in founders:
             node = self.nodes[node_id]
             if node.cc is not None:
-                for ds in self.subscriptions_of(node_id):
-                    node.spawn(node._subscriber(node.cc, ds))
+                node.run_program()
+        for node_id in ids[len(founders) :]:
+            self._later(self.rng.uniform(0.0, self.options.fault_s / 2), self._join, node_id)
         if self.options.faults:
             await self._nemesis(self.options.fault_s)
         else:
@@ -324,11 +407,10 @@ class Simulation:
         ids = list(self.nodes)
         while loop.time() < end:
             await asyncio.sleep(rng.uniform(1.0, 6.0))
-            kind = rng.choice(("crash", "partition", "one_way", "pause", "clock", "none"))
+            kind = rng.choice(_FAULTS)
             victim = self.nodes[rng.choice(ids)]
             if kind == "crash" and victim.up:
-                victim.crash()
-                self._later(rng.uniform(1.0, 15.0), victim.start)
+                self._later(0.0, self._crash_and_restart, victim, rng.random() < 0.5)
             elif kind in ("partition", "one_way"):
                 side = set(rng.sample(ids, rng.randint(1, len(ids) // 2)))
                 hold = rng.choice((rng.uniform(1.0, 5.0), rng.uniform(10.0, 20.0)))
@@ -348,6 +430,12 @@ class Simulation:
                 hold = rng.uniform(0.5, 12.0)
                 self.trace(f"n{victim.node_id} pauses for {hold:.1f} s")
                 self._later(hold, self._resume, process)
+            elif kind == "leave" and victim.up and victim.cc is not None and not victim.leaving:
+                self.leaves += 1
+                victim.spawn(self._leave_and_return(victim))
+            elif kind == "restart_all" and self.cluster_restarts == 0:
+                self.cluster_restarts += 1
+                self._later(0.0, self._restart_all)
             elif kind == "clock":
                 victim.wall_offset_ms += rng.randint(-60_000, 60_000)
                 self.trace(f"n{victim.node_id}'s wall clock jumps to {victim.wall_offset_ms} ms")
@@ -359,9 +447,68 @@ class Simulation:
             if asyncio.iscoroutine(result):
                 await result
 
-        task = asyncio.get_running_loop().create_task(later())
+        # In the simulation's own context, never a node's: a node that vanishes must not
+        # take the nemesis's plans with it.
+        task = asyncio.get_running_loop().create_task(later(), context=self._context.copy())
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    async def _crash_and_restart(self, victim: Node, in_write: bool) -> None:
+        """Crash `victim` now, or (`in_write`) at its next write within a second: between
+        the messages it sent and the write that should have come first. Then restart it
+        after up to 15 s."""
+        if in_write:
+            victim.disk.crash_at_write = lambda: self._context.copy().run(
+                victim.crash, in_write=True
+            )
+            for _ in range(10):
+                if not victim.up:
+                    break
+                await asyncio.sleep(0.1)
+            victim.disk.crash_at_write = None
+        victim.crash()
+        await asyncio.sleep(self.rng.uniform(1.0, 15.0))
+        await self._start_if_down(victim)
+
+    async def _join(self, node_id: int) -> None:
+        node = self.nodes[node_id]
+        if node.runs == 0:
+            self.joins += 1
+            self.trace(f"n{node_id} joins the cluster")
+            await node.start()
+
+    async def _leave_and_return(self, victim: Node) -> None:
+        """`victim` leaves on purpose (`CopyCat.leave`: its replicas handed over, its
+        subscriptions closed), then comes back 5 to 15 s later over the same data dir."""
+        assert victim.cc is not None
+        assert victim.process is not None
+        self.trace(f"n{victim.node_id} leaves")
+        victim.leaving = True
+        for rec in victim.recorders.values():
+            rec.closed = True  # leave() closes them: their streams end by design
+        await victim.cc.leave(timeout_s=20.0)
+        self.trace(f"n{victim.node_id} left")
+        victim.count_snapshots()
+        victim.cc = None
+        victim.recorders = {}
+        victim.states = {}
+        victim.process.vanished = True  # shut down: nothing of this run is left
+        back_in = 0.0 if self.healed else self.rng.uniform(5.0, 15.0)
+        self._later(back_in, self._start_if_down, victim)
+
+    async def _start_if_down(self, node: Node) -> None:
+        if not node.up:
+            await node.start()
+
+    async def _restart_all(self) -> None:
+        """The whole cluster loses power at once and comes back 1 to 10 s later."""
+        self.trace("the whole cluster loses power")
+        down = [node for node in self.nodes.values() if node.up]
+        for node in down:
+            node.crash()
+        await asyncio.sleep(self.rng.uniform(1.0, 10.0))
+        for node in down:
+            await self._start_if_down(node)
 
     async def _heal_cut(self, side: set[int]) -> None:
         for a in sorted(side):
@@ -384,37 +531,42 @@ class Simulation:
         for node in self.nodes.values():
             if node.process is not None and node.process.paused:
                 loop.resume(node.process)
+        self.healed = True
         for node in self.nodes.values():
             if not node.up:
                 await node.start()
         self.trace("every fault healed")
 
     async def _settle(self) -> None:
-        """Every live subscriber catches up with every acknowledged value in time."""
+        """Every live subscriber catches up with every committed value in time; then every
+        node's reported state of a data structure is the same."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.settle_s
         await asyncio.sleep(5.0)
         self.stop_proposing = True
         while loop.time() < deadline:
-            self._sample_raft()
             if not self._lagging():
                 break
             await asyncio.sleep(1.0)
         lagging = self._lagging()
         for text in lagging[:5]:
             self.checker.violation(f"not caught up {self.options.settle_s} s after healing: {text}")
+        if not lagging:
+            self._check_states()
         for node in self.nodes.values():
             for rec in node.recorders.values():
                 if rec.stream_ended:
                     self.checker.violation(f"{rec.who}'s commits() ended without close()")
-        self._check_one_group_per_id()
         for node in self.nodes.values():
             node.count_snapshots()
 
     def _lagging(self) -> list[str]:
+        """Subscribers missing an acknowledged value, or behind another subscriber of the
+        same data structure (every committed value reaches every subscriber)."""
         out = []
         for ds, _ in self.structures:
             acked = self.checker.acked.get(str(ds), set())
+            longest = len(self.checker.order.get(str(ds), []))
             for node_id in self.subscribers[ds]:
                 node = self.nodes[node_id]
                 rec = node.recorders.get(str(ds))
@@ -424,7 +576,36 @@ class Simulation:
                 missing = len(acked - set(rec.history))
                 if missing:
                     out.append(f"{rec.who} misses {missing} acknowledged values")
+                elif len(rec.history) < longest:
+                    out.append(f"{rec.who} is {longest - len(rec.history)} values behind")
         return out
+
+    def _check_states(self) -> None:
+        """Every node that reported its state of a data structure holds the same one."""
+        for ds, _ in self.structures:
+            states = {
+                node_id: node.states[str(ds)]()
+                for node_id, node in self.nodes.items()
+                if str(ds) in node.states and node.up
+            }
+            if len(states) < 2:
+                continue
+            first_id, first = next(iter(states.items()))
+            for node_id, state in states.items():
+                if state != first:
+                    self.checker.violation(
+                        f"n{node_id}'s state of {ds} differs from n{first_id}'s: "
+                        f"{_short(state)} vs {_short(first)}"
+                    )
+                    break
+
+    async def _watch(self) -> None:
+        """Raft's invariants on every member, and one group per data structure id, twice
+        a simulated second for the whole run."""
+        while True:
+            self._sample_raft()
+            self._check_one_group_per_id()
+            await asyncio.sleep(0.5)
 
     def _sample_raft(self) -> None:
         for node in self.nodes.values():
@@ -452,30 +633,39 @@ class Simulation:
                 if rule is not None:
                     seen.setdefault(gid, set()).add(rule.incarnation)
         for gid, incarnations in seen.items():
-            if len(incarnations) > 1:
+            if len(incarnations) > 1 and gid not in self._split:
+                self._split.add(gid)
                 self.checker.violation(f"group {gid} exists as {len(incarnations)} groups")
 
     def result(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
             "violations": list(self.checker.violations),
-            "proposals_ok": self.proposals_ok,
-            "proposals_failed": self.proposals_failed,
+            "proposals_ok": self.checker.ok,
+            "proposals_failed": self.checker.failed,
             "delivered": self.checker.delivered,
             "crashes": self.crashes,
             "partitions": self.partitions,
             "pauses": self.pauses,
             "snapshots": self.snapshots,
             "repairs": self.repairs,
+            "joins": self.joins,
+            "leaves": self.leaves,
+            "cluster_restarts": self.cluster_restarts,
             "trace_lines": len(self.lines),
         }
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 class _TraceLogs(logging.Handler):
     """The real code's log lines (info and up) go into the seed's trace, not stderr."""
 
     def __init__(self, sim: Simulation) -> None:
-        super().__init__(logging.INFO)
+        super().__init__(sim.options.log_level)
         self._sim = sim
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal, TypeAlias, final
 
 from copycat.errors import ClosedError
 from copycat.storage import MemoryLogStore, WriteBatch
+from copycat.testing.sim._loop import Vanished
 
 if TYPE_CHECKING:
     import random
@@ -78,6 +79,9 @@ class SimDisk:
         self.syncs = 0
         """Syncs asked for (inside commits included), made or, with the bug, skipped."""
         self.ops_lost = 0
+        self.crash_at_write: Callable[[], None] | None = None
+        """Set by the nemesis: the next write never happens; this is called instead (it
+        crashes the node) and the writer's call raises `Vanished`."""
         self._live: SimLogStore | None = None
 
     def open(self) -> SimLogStore:
@@ -108,9 +112,16 @@ class SimDisk:
         return lost
 
     def _write(self, op: _Op) -> None:
+        self._maybe_lose_power()
         self.pending.append(op)
         if self.durable:
             self._sync()
+
+    def _maybe_lose_power(self) -> None:
+        crash, self.crash_at_write = self.crash_at_write, None
+        if crash is not None:
+            crash()
+            raise Vanished("the node lost power in the middle of a write")
 
     def _sync(self) -> None:
         self.syncs += 1
@@ -170,7 +181,10 @@ class SimLogStore:
     def commit(self, batch: WriteBatch) -> None:
         """Commit to the inner store, then journal a copy (the caller's batch and its
         entry lists stay the caller's), synced first when the disk is durable."""
-        self._live().commit(batch)  # raises ClosedError once closed; journals nothing
+        live = self._live()
+        if batch.ops:
+            self._disk._maybe_lose_power()
+        live.commit(batch)  # raises ClosedError once closed; journals nothing
         if batch.ops:
             copy = WriteBatch()
             copy.ops.extend(

@@ -27,15 +27,24 @@ class DeadlockError(RuntimeError):
     """Every task waits and no timer is set: nothing can ever happen again."""
 
 
+class Vanished(BaseException):
+    """Ends the callback of a process that vanished while it ran (a power cut in the
+    middle of a write): nothing after it runs, and being a `BaseException`, no `except
+    Exception` in the real code carries on as if only the write had failed."""
+
+
 class Process:
     """One run of one simulated node: what its tasks and callbacks belong to."""
 
-    __slots__ = ("deferred", "name", "paused", "vanished")
+    __slots__ = ("deferred", "name", "paused", "tasks", "vanished")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.paused = False
         self.vanished = False
+        self.tasks: list[asyncio.Task[Any]] = []
+        """Its tasks not known done, held until the loop closes: a task the crash left
+        mid-await, collected at a random later time, would run its `finally` then."""
         self.deferred: list[tuple[contextvars.Context, Callable[..., object], tuple[Any, ...]]] = []
 
     def __repr__(self) -> str:
@@ -79,10 +88,29 @@ class VirtualLoop(asyncio.BaseEventLoop):
         self.callbacks_run = 0
         self.errors: list[str] = []
         """Exceptions nothing handled (a task's, a callback's): bugs, for the checker."""
+        self.processes: set[Process] = set()
+        """Every process that made a task, until the loop closes (see `Process.tasks`)."""
+        self.set_task_factory(self._make_task)
         self.set_exception_handler(_record)
 
     def time(self) -> float:
         return self._clock.now
+
+    def _make_task(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Any,  # noqa: ANN401
+        **kwargs: Any,  # noqa: ANN401
+    ) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, **kwargs)
+        context = kwargs.get("context")
+        process = context.get(PROCESS) if context is not None else PROCESS.get()
+        if process is not None:
+            self.processes.add(process)
+            if len(process.tasks) >= 256 and len(process.tasks) & (len(process.tasks) - 1) == 0:
+                process.tasks = [t for t in process.tasks if not t.done()]  # now and then
+            process.tasks.append(task)
+        return task
 
     def _check_closed(self) -> None:
         # Tasks of crashed processes are collected after the loop closed; their last
@@ -150,6 +178,8 @@ def _record(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     if "was destroyed but it is pending" in message:
         return
     exc = context.get("exception")
+    if isinstance(exc, Vanished):
+        return
     if isinstance(exc, RuntimeError) and "generator is already running" in str(exc):
         return
     if isinstance(loop, VirtualLoop):

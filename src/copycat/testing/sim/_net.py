@@ -121,13 +121,15 @@ class SimNetwork:
         src, dst = self.nodes.get(a), self.nodes.get(b)
         return src is not None and dst is not None and src.running and dst.running
 
-    def crashed(self, node_id: int) -> None:
-        """`node_id`'s run vanished: what is in flight to or from it is lost."""
+    def crashed(self, node_id: int, *, keep_sent: bool = False) -> None:
+        """`node_id`'s run vanished: what is in flight to it is lost, and what it sent,
+        unless `keep_sent` (bytes already in the kernel's buffers still leave after a
+        kill -9 or a power cut of the process alone)."""
         transport = self.nodes.pop(node_id, None)
         if transport is not None:
             transport.closed = True
         for (a, b), link in self._links.items():
-            if node_id in (a, b):
+            if b == node_id or (a == node_id and not keep_sent):
                 link.epoch += 1
 
     # -- delivery ---------------------------------------------------------------------------
