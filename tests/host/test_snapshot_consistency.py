@@ -101,6 +101,48 @@ async def test_an_awaiting_provider_snapshots_the_position_it_was_called_at(
 
 
 @pytest.mark.asyncio
+async def test_what_is_offered_while_the_provider_awaits_is_handed_out_without_more_writes(
+    cluster: Cluster,
+) -> None:
+    """The last write before a quiet spell, committed while an awaiting provider runs,
+    is taken into the feed's buffer from memory; the feed must hand it out once the
+    provider returns, not wait for a next write that never comes (whole-cluster
+    simulator: a subscriber one value short for good)."""
+    # init: one node snapshotting every 5 entries
+    await cluster.add(1, snapshot_every_entries=5)
+    await cluster.start_group(GID, [1])
+    host = cluster.hosts[1]
+    state: list[bytes] = []
+    called = asyncio.Event()
+    release = asyncio.Event()
+
+    async def provider() -> bytes:
+        called.set()
+        await release.wait()
+        return b"|".join(state)
+
+    feed = host.attach_feed(GID, provider)
+    consumer = consume_into(feed, state)
+    session = Session()
+    expected: list[bytes] = []
+    try:
+        # act: propose until the provider is called, then exactly one more write
+        async with asyncio.timeout(15):
+            while not called.is_set():
+                expected.append(b"v%d" % len(expected))
+                await host.propose(GID, session, expected[-1])
+                await asyncio.sleep(0.01)
+            expected.append(b"last")
+            await host.propose(GID, session, b"last")
+        release.set()
+        # check: handed out with no write after it
+        await until(lambda: len(state) == len(expected))
+        assert state == expected
+    finally:
+        consumer.cancel()
+
+
+@pytest.mark.asyncio
 async def test_an_offered_snapshot_never_compacts_past_a_slow_subscriber(
     cluster: Cluster,
 ) -> None:

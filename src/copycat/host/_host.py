@@ -227,7 +227,9 @@ class Feed:
                 yield self._buffer.popleft()
                 continue
             await self._maybe_snapshot()
-            if self._fill():
+            # An awaiting provider let the cycle `offer` entries into the buffer (and set
+            # `wake`, which the clear below forgets): hand them out first.
+            if self._buffer or self._fill():
                 continue
             self.wake.clear()
             if self._fill():
