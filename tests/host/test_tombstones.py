@@ -90,8 +90,15 @@ def test_known_nodes_ignore_a_torn_line(tmp_path: Path, caplog: pytest.LogCaptur
 
 
 def test_a_lookup_reply_carries_the_known_nodes_and_old_replies_still_read() -> None:
-    assert decode_lookup(encode_lookup(True, [5, 3])) == (True, [3, 5])
-    assert decode_lookup(encode_flag(False)) == (False, [])  # a node of an earlier version
-    for bad in (msgpack.packb([True]), msgpack.packb([True, [-1]]), msgpack.packb([1, []])):
+    assert decode_lookup(encode_lookup(True, [5, 3])) == (True, [3, 5], False)
+    assert decode_lookup(encode_lookup(False, [], listed=True)) == (False, [], True)
+    assert decode_lookup(msgpack.packb([False, [4]])) == (False, [4], False)
+    assert decode_lookup(encode_flag(False)) == (False, [], False)  # an earlier version
+    for bad in (
+        msgpack.packb([True]),
+        msgpack.packb([True, [-1]]),
+        msgpack.packb([1, []]),
+        msgpack.packb([True, [], 1]),
+    ):
         with pytest.raises(ValueError, match="lookup reply"):
             decode_lookup(bad)

@@ -57,32 +57,34 @@ MAX_KNOWN_NODES: Final = 100_000
 """The most node ids a lookup reply may list."""
 
 
-def encode_lookup(hosted: bool, known: Iterable[int]) -> bytes:
-    """A lookup reply: whether the node hosts a member of the group, and the nodes it
-    knows (what `KnownNodes` holds), which the asker adds to its own quorum."""
-    packed: bytes = msgpack.packb([bool(hosted), sorted(known)])
+def encode_lookup(hosted: bool, known: Iterable[int], *, listed: bool = False) -> bytes:
+    """A lookup reply: whether the node hosts a member of the group, the nodes it knows
+    (what `KnownNodes` holds), which the asker adds to its own quorum, and whether a
+    directory ever listed the group there (it exists, its hosts out of sight maybe)."""
+    packed: bytes = msgpack.packb([bool(hosted), sorted(known), bool(listed)])
     return packed
 
 
-def decode_lookup(body: bytes) -> tuple[bool, list[int]]:
-    """A lookup reply; a bare yes/no (a node of an earlier version) knows nobody.
-    ValueError for anything else."""
+def decode_lookup(body: bytes) -> tuple[bool, list[int], bool]:
+    """A lookup reply: (hosted, known nodes, listed). A bare yes/no (a node of an
+    earlier version) knows nobody and listed nothing. ValueError for anything else."""
     try:
         value = msgpack.unpackb(body)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise ValueError(f"malformed lookup reply: {exc}") from exc
     if isinstance(value, bool):
-        return value, []
+        return value, [], False
     if (
         not isinstance(value, list)
-        or len(value) != 2
+        or len(value) not in (2, 3)
         or not isinstance(value[0], bool)
         or not isinstance(value[1], list)
+        or (len(value) == 3 and not isinstance(value[2], bool))
         or len(value[1]) > MAX_KNOWN_NODES
         or any(type(n) is not int or not 0 < n < 1 << 64 for n in value[1])
     ):
-        raise ValueError("a lookup reply must be [hosted, [node ids]]")
-    return value[0], value[1]
+        raise ValueError("a lookup reply must be [hosted, [node ids], listed]")
+    return value[0], value[1], len(value) == 3 and value[2]
 
 
 def decode_flag(body: bytes) -> bool:

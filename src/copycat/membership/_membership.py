@@ -297,6 +297,8 @@ class Membership:
         self._started = False
         self._closed = False
         self._peers: dict[int, _Peer] = {}
+        self._seen: set[str] = set()
+        """Every data structure id a directory listed since start, hosts gone or not."""
         self._by_name: dict[str, _Peer] = {}
         self._index: dict[str, dict[tuple[int, int, int], Role]] = {}
         self._pending: dict[int, _Pending] = {}
@@ -471,6 +473,12 @@ class Membership:
             for (node, group, replica), role in sorted(placed.items())
         )
 
+    def ever_listed(self, data_structure_id: str) -> bool:
+        """Whether any directory, this node's or a peer's, listed a replica of the data
+        structure since this node started, even if its hosts are gone since: then it
+        exists, out of sight maybe, and must not be created again."""
+        return data_structure_id in self._seen
+
     def group_of(self, data_structure_id: str) -> int | None:
         """The raft group of a data structure (the one most of its known replicas name),
         or None when no live node hosts it."""
@@ -627,6 +635,7 @@ class Membership:
                     del self._index[ds]
         else:
             self._index.setdefault(ds, {})[slot] = role
+            self._seen.add(ds)
 
     # -- internals: gossip events -------------------------------------------------------
 
