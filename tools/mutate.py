@@ -10,6 +10,9 @@ How to run (not part of CI; a few minutes):
     .venv/bin/python tools/mutate.py            # every mutation
     .venv/bin/python tools/mutate.py NAME ...   # only these
     .venv/bin/python tools/mutate.py --list
+    .venv/bin/python tools/mutate.py --sim-seeds 500 NAME ...
+        # the first whole-cluster simulator seed that catches each (see
+        # tests/sim/test_sim_catches_bugs.py, which records them)
 
 Each mutation runs in a scratch copy of the tree (src, tests, pyproject.toml), with that
 copy's src first on PYTHONPATH (node processes the tests start inherit it), so the
@@ -187,6 +190,62 @@ MUTATIONS = (
         "        self.position = meta.index - 1\n        self._pending_load = user",
         ("tests/host", "tests/sync"),
     ),
+    Mutation(
+        "feed_waits_with_items_buffered",
+        "what an awaiting provider let the cycle offer stays buffered until the next write",
+        "src/copycat/host/_host.py",
+        "            if self._buffer or self._fill():",
+        "            if self._fill():",
+        ("tests/host/test_snapshot_consistency.py", "tests/sim/test_sim_catches_bugs.py"),
+    ),
+    Mutation(
+        "create_past_missing_directories",
+        "a subscriber's node creates an id's group without the directory of every live node",
+        "src/copycat/host/_creation.py",
+        "        if behind:\n            # A live member whose directory is missing",
+        "        if False:\n            # A live member whose directory is missing",
+        ("tests/sim/test_sim_catches_bugs.py",),
+    ),
+    Mutation(
+        "create_an_id_seen_hosted",
+        "an id a directory listed is created again when its hosts are out of sight",
+        "src/copycat/host/_creation.py",
+        "        if need_quorum and not hosts and (listed_by or self._membership.ever_listed(str(ds))):",
+        "        if False:",
+        ("tests/sim/test_sim_catches_bugs.py",),
+    ),
+    Mutation(
+        "member_forgets_deleted_self",
+        "a member opened again under a deleted member's node id forgets its term, vote and log",
+        "src/copycat/host/_host.py",
+        "        retired = self._recall(gid) if self._recall is not None else None",
+        "        retired = None",
+        ("tests/sim/test_sim_catches_bugs.py",),
+    ),
+    Mutation(
+        "known_nodes_not_durable",
+        "creation's quorum counts only the nodes seen since this run started",
+        "src/copycat/_node.py",
+        '            known=KnownNodes(cfg.node_id_file.parent / "known_nodes", self.node_id),',
+        "            known=None,",
+        ("tests/sim/test_sim_catches_bugs.py",),
+    ),
+    Mutation(
+        "lookup_ignores_known_nodes",
+        "a lookup answer's known nodes are not added to the asker's quorum",
+        "src/copycat/host/_creation.py",
+        "            for other in known:\n                self.known.add(other)",
+        "            for other in ():\n                self.known.add(other)",
+        ("tests/sim/test_sim_catches_bugs.py",),
+    ),
+    Mutation(
+        "gossip_never_reconnects",
+        "halves of a cluster that started apart never join each other",
+        "src/copycat/membership/_membership.py",
+        '            self._spawn(self._reconnect_loop(peers), "membership-reconnect")',
+        "            pass",
+        ("tests/membership/test_mismatch_logs.py", "tests/sim/test_sim_catches_bugs.py"),
+    ),
 )
 
 
@@ -194,12 +253,7 @@ def run(mutation: Mutation, scratch: Path) -> tuple[bool, float, str]:
     """Apply `mutation` in `scratch`, run its tests, restore; (killed, seconds, tail)."""
     target = scratch / mutation.path
     original = target.read_text()
-    if original.count(mutation.old) != 1:
-        raise SystemExit(
-            f"{mutation.name}: the text to mutate occurs {original.count(mutation.old)} "
-            f"times in {mutation.path}, not once: update the mutation"
-        )
-    target.write_text(original.replace(mutation.old, mutation.new))
+    target.write_text(apply(mutation, original))
     env = {**os.environ, "PYTHONPATH": str(scratch / "src")}
     start = time.monotonic()
     try:
@@ -231,10 +285,65 @@ def run(mutation: Mutation, scratch: Path) -> tuple[bool, float, str]:
     return killed, time.monotonic() - start, tail
 
 
+def first_catching_seed(scratch: Path, seeds: int, *, first: int = 1) -> tuple[int | None, str]:
+    """Run the simulator from `scratch`'s src on seeds `first`.. (`seeds` of them),
+    stopping at the first with a violation: (that seed or None, its first violation)."""
+    env = {**os.environ, "PYTHONPATH": str(scratch / "src")}
+    command = [sys.executable, "-m", "copycat.testing.sim", "--first", str(first)]
+    command += ["--seeds", str(seeds), "--stop"]
+    proc = subprocess.run(
+        command,
+        cwd=scratch,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180 + seeds * 60,  # a spinning seed runs its 2,000,000 callbacks first
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if not lines:
+        return None, proc.stderr.strip()[-300:]
+    failing = json.loads(lines[-1])["failing_seeds"]
+    said = next((line.strip() for line in lines if line.startswith("  ")), "")
+    return (failing[0] if failing else None), said
+
+
+def run_sim(mutation: Mutation, scratch: Path, seeds: int) -> tuple[bool, float, str]:
+    """Apply `mutation` in `scratch`, run the simulator until a seed catches it, restore;
+    (caught, seconds, "seed K: first violation")."""
+    target = scratch / mutation.path
+    original = target.read_text()
+    target.write_text(apply(mutation, original))
+    start = time.monotonic()
+    try:
+        seed, said = first_catching_seed(scratch, seeds)
+    finally:
+        target.write_text(original)
+    tail = f"seed {seed}: {said[:160]}" if seed is not None else f"not in {seeds} seeds"
+    return seed is not None, time.monotonic() - start, tail
+
+
+def apply(mutation: Mutation, text: str) -> str:
+    """`text` with `mutation` applied; exits when its text does not occur exactly once."""
+    if text.count(mutation.old) != 1:
+        raise SystemExit(
+            f"{mutation.name}: the text to mutate occurs {text.count(mutation.old)} "
+            f"times in {mutation.path}, not once: update the mutation"
+        )
+    return text.replace(mutation.old, mutation.new)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="mutations to run (default: all)")
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument(
+        "--sim-seeds",
+        type=int,
+        metavar="N",
+        help="instead of the tests, run the whole-cluster simulator on up to N seeds and "
+        "print the first that catches each mutation (for tests/sim/test_sim_catches_bugs.py)",
+    )
     args = parser.parse_args()
     if args.list:
         for m in MUTATIONS:
@@ -253,7 +362,10 @@ def main() -> int:
         shutil.copy(ROOT / "pyproject.toml", scratch / "pyproject.toml")
         survived = []
         for m in chosen:
-            killed, seconds, tail = run(m, scratch)
+            if args.sim_seeds:
+                killed, seconds, tail = run_sim(m, scratch, args.sim_seeds)
+            else:
+                killed, seconds, tail = run(m, scratch)
             print(
                 f"{'killed  ' if killed else 'SURVIVED'} {m.name:36} {seconds:6.1f} s  {tail}",
                 flush=True,

@@ -123,11 +123,20 @@ class SimNode:
 
 async def unique_values(node: SimNode) -> None:
     """The built-in program: on every data structure, propose unique values at random
-    intervals while writing; about a third of the readers are slow; the state is only
-    what the stream delivered (the checker's own history)."""
+    intervals while writing; about a third of the readers are slow, and half of the
+    snapshot providers await (up to 0.3 s) before they answer; the state is only what
+    the stream delivered (the checker's own history)."""
 
     async def one(ds: DataStructureId) -> None:
-        rec = await node.copycat.subscribe(ds, lambda: b"")
+        pause_s = node.random.choice((0.0, 0.0, 0.05, 0.3))
+
+        async def awaiting() -> bytes:
+            # A provider that awaits (as one that reads a database would): the stream
+            # goes on meanwhile, and the snapshot must describe the moment it was asked.
+            await asyncio.sleep(pause_s)
+            return b""
+
+        rec = await node.copycat.subscribe(ds, awaiting if pause_s else lambda: b"")
         slow = node.random.random() < 0.3
         reader = asyncio.get_running_loop().create_task(drain(rec, slow_s=0.05 if slow else 0.0))
         while node.writing:
