@@ -210,7 +210,7 @@ MUTATIONS = (
         "create_an_id_seen_hosted",
         "an id a directory listed is created again when its hosts are out of sight",
         "src/copycat/host/_creation.py",
-        "        if need_quorum and not hosts and (listed_by or self._membership.ever_listed(str(ds))):",
+        "        if need_quorum and not hosts and gid not in self.host.groups and listed:",
         "        if False:",
         ("tests/sim/test_sim_catches_bugs.py",),
     ),

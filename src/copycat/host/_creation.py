@@ -198,9 +198,18 @@ class Creation:
         hosts = [n for n, yes in zip(peers, answers, strict=True) if yes]
         answered = 1 + sum(a is not None for a in answers)
         ds = DataStructureId.from_int(gid)
-        if need_quorum and not hosts and (listed_by or self._membership.ever_listed(str(ds))):
-            # It exists: its hosts are out of sight (a group of one replica behind a
-            # partition: sim seed 194 made a second group so).
+        listed = bool(listed_by) or self._membership.ever_listed(str(ds))
+        if need_quorum and not hosts and gid not in self.host.groups and listed:
+            # It exists: its hosts are just starting (a concurrent creation, whose entry
+            # reaches the directory a moment later), or out of sight (a group of one
+            # replica behind a partition: sim seed 194 made a second group so).
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + DIRECTORY_WAIT_S
+            while loop.time() < deadline:
+                hosts = [r.node_id for r in self._membership.locate(str(ds)) if r.node_id != me]
+                if hosts or gid in self.host.groups:
+                    return hosts
+                await asyncio.sleep(self.config.tick_interval_s)
             who = ", ".join(map(str, sorted(listed_by))) or "this node"
             raise ClusterUnreachableError(
                 f"group {ds}: no live node hosts it, but {who} saw it hosted: it exists out "
