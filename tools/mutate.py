@@ -154,8 +154,16 @@ MUTATIONS = (
         "repair_on_gossip_alone",
         "gossip alone (no raft silence) replaces a voter (bug 7b)",
         "src/copycat/host/_repair.py",
-        "if now - self._missing_since[v] >= grace and host.silent_for(gid, v) >= grace",
+        "if now - self._missing_since[v] >= grace and host.unheard_for(gid, v) >= grace",
         "if now - self._missing_since[v] >= grace",
+        ("tests/host/test_repair_rules.py",),
+    ),
+    Mutation(
+        "own_removal_without_proof",
+        "a member deletes itself on applying its own removal, its return still on the way",
+        "src/copycat/host/_repair.py",
+        "        if gid in self._confirming:\n            return\n",
+        "        if True:\n            self._on_removed(gid, 'it applied its own removal')\n            return\n",
         ("tests/host/test_repair_rules.py",),
     ),
     Mutation(

@@ -231,7 +231,7 @@ class CopyCat:
             on_split=self._on_split,
         )
         self._repair = repair
-        host.on_removed = lambda gid: self._member_removed(gid, "it applied its own removal")
+        host.on_removed = repair.applied_own_removal
         creation = Creation(
             CreationConfig(
                 node_id=self.node_id,

@@ -229,6 +229,59 @@ async def test_gossip_alone_does_not_replace_a_voter_raft_still_hears(cluster: C
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("reported", [True, False], ids=["failure-reported", "absent-from-view"])
+async def test_gossip_alone_does_not_replace_a_voter_of_an_idle_group(
+    cluster: Cluster, reported: bool
+) -> None:
+    # init: an idle group (its leader quiesces once every member holds its log); gossip
+    # says the victim is gone (a gossip-only partition: the failure is reported; or a
+    # leader that restarted and never saw the victim in its view: nothing is reported),
+    # while raft's packets between the leader and the victim still get through
+    leader, victim = await three_voters_and_a_spare(cluster)
+    host = cluster.hosts[leader]
+    await until(lambda: host.quiescent_groups() == 1)
+    gossip = Gossip({1, 2, 3, 4})
+    changes: list[tuple[object, ...]] = []
+    record_changes(host, changes)
+    repair = repair_of(cluster, leader, gossip, [])
+    gossip.fail(victim)
+    if reported:
+        host.node_failed(victim)
+
+    # act: many scans past the grace, with no proposal to make anyone talk
+    await scan_for(repair, GRACE_S * 8)
+
+    # check: the leader kept asking (it stayed awake) and heard the victim answer
+    assert changes == []
+    assert victim in host.groups[GID].raw.conf_state().voters
+    assert host.quiescent_groups() == 0
+    assert host.unheard_for(GID, victim) < GRACE_S
+
+
+@pytest.mark.asyncio
+async def test_a_failed_voter_of_an_idle_group_is_replaced(cluster: Cluster) -> None:
+    # init: an idle, quiescent group whose victim is then cut off for real
+    leader, victim = await three_voters_and_a_spare(cluster)
+    host = cluster.hosts[leader]
+    await until(lambda: host.quiescent_groups() == 1)
+    gossip = Gossip({1, 2, 3, 4})
+    changes: list[tuple[object, ...]] = []
+    record_changes(host, changes)
+    repair = repair_of(cluster, leader, gossip, [])
+    isolate(cluster, gossip, victim, (1, 2, 3, 4))
+
+    # act: gossip's report is not forwarded to the host (the repair alone must notice)
+    repair.start()
+    try:
+        await until(lambda: victim not in host.groups[GID].raw.conf_state().voters)
+    finally:
+        await repair.stop()
+
+    # check: replaced, the replacement first (the silence counted only while awake)
+    assert [c[:2] for c in changes] == [("add", 4), ("add", 4), ("remove", victim)]
+
+
+@pytest.mark.asyncio
 async def test_an_unreachable_learner_is_never_removed(cluster: Cluster) -> None:
     # init: voters 1-3 and a subscriber's learner on node 4, which is then cut off
     leader, _ = await three_voters_and_a_spare(cluster)
@@ -316,3 +369,46 @@ async def test_a_member_drops_only_on_a_proof_from_a_current_leader(
     # check
     assert result is expected
     assert dropped == ([GID] if removed else [])
+
+
+@pytest.mark.asyncio
+async def test_a_member_removed_then_added_back_while_cut_off_stays(cluster: Cluster) -> None:
+    # init: voters 1-4; the leader sends one entry per append message, so the cut-off
+    # member applies its removal in one cycle and hears of its return only later, with
+    # the node's wiring: the host's report goes to the repair, which asks for a proof
+    for node_id in (1, 2, 3, 4):
+        await cluster.add(node_id, max_msg_bytes=1)
+    await start_replica_handlers(cluster)
+    leader = await cluster.start_group(GID, [1, 2, 3, 4])
+    assert leader != 4
+    lead, member = cluster.hosts[leader], cluster.hosts[4]
+    for n in range(3):
+        await lead.propose(GID, Session(), f"before-{n}".encode())
+    await until(lambda: member.groups[GID].raw.applied_index() >= lead.groups[GID].applied)
+    removed: list[int] = []
+    repair = repair_of(cluster, 4, Gossip({1, 2, 3, 4}), removed)
+    member.on_removed = repair.applied_own_removal
+    cluster.endpoints[leader].register_request_handler(
+        Method.MEMBERSHIP_PROOF,
+        repair_of(cluster, leader, Gossip({1, 2, 3, 4}), []).serve_membership_proof,
+    )
+    for other in (1, 2, 3):
+        cluster.faults.cut(4, other)
+
+    # act: removed, a few entries, added back as a learner, more entries; then healed
+    await lead.remove_member(GID, 4)
+    for n in range(3):
+        await lead.propose(GID, Session(), f"between-{n}".encode())
+    await lead.add_member(GID, 4, voter=False)
+    for n in range(3):
+        await lead.propose(GID, Session(), f"after-{n}".encode())
+    cluster.faults.heal_all()
+    await until(lambda: member.groups[GID].raw.applied_index() >= lead.groups[GID].applied)
+    await asyncio.sleep(GRACE_S * 3)  # any proof asked for has been answered
+    await repair.stop()
+
+    # check: it applied its removal and its return, and was never told it was removed
+    assert removed == []
+    assert GID in member.groups
+    assert 4 in member.groups[GID].raw.conf_state().learners
+    assert 4 in lead.groups[GID].raw.conf_state().learners

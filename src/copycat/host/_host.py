@@ -354,6 +354,7 @@ class _Group:
 
     __slots__ = (
         "applied",
+        "awake_since",
         "campaign_wanted",
         "changed",
         "confs",
@@ -413,6 +414,8 @@ class _Group:
         """When a raft message from each peer last arrived (loop time): the raft side of
         the evidence that repair needs before it replaces a member."""
         self.opened_at = asyncio.get_running_loop().time()
+        self.awake_since = self.opened_at
+        """When the group last began to tick (opened, or woken from quiescence)."""
         self.member = raw.node_id in raw.conf_state().members()
         """Whether this node is in the group's applied configuration (a change from True
         to False is how a member learns of its removal: from its own log)."""
@@ -870,6 +873,11 @@ class Host:
         if raw.is_leader():
             if raw.lead_transferee:
                 return False
+            # With a member reported failed the leader keeps heartbeating: its silence is
+            # the raft side of repair's evidence (`unheard_for`), and a quiescent leader
+            # hears nothing from anyone, failed or not.
+            if not self._failed_nodes.isdisjoint(raw.conf_state().members()):
+                return False
             return raw.all_match(raw.last_index())
         leader = raw.leader_id
         return bool(leader) and raw.role == Role.FOLLOWER and leader not in self._failed_nodes
@@ -880,6 +888,7 @@ class Host:
         if group is not None and gid not in self._awake:
             self._awake.add(gid)
             group.idle_ticks = 0
+            group.awake_since = asyncio.get_running_loop().time()
 
     def node_failed(self, node_id: int) -> None:
         """The membership layer declared `node_id` failed: wake every group it leads (or
@@ -888,6 +897,13 @@ class Host:
         for gid, group in self.groups.items():
             if group.raw.leader_id == node_id or node_id in group.raw.conf_state().members():
                 self.wake(gid)
+
+    def node_missing(self, node_id: int) -> None:
+        """Repair finds `node_id` absent from the membership view without a failure
+        reported (this node restarted and never saw it, say): treat it as failed until
+        membership reports it joined or recovered."""
+        if node_id not in self._failed_nodes:
+            self.node_failed(node_id)
 
     def node_recovered(self, node_id: int) -> None:
         """`node_id` is alive again (or joined anew)."""
@@ -1293,6 +1309,17 @@ class Host:
         group = self.group(gid)
         now = asyncio.get_running_loop().time()
         return now - group.heard.get(node_id, group.opened_at)
+
+    def unheard_for(self, gid: int, node_id: int) -> float:
+        """Seconds this node's member of `gid` has ticked without a raft message of the
+        group from `node_id`: the raft side of repair's evidence that a voter is gone.
+        Only time awake counts, and 0.0 while the group is quiescent: a quiescent group
+        sends nothing and expects nothing, so its silence says nothing of the peer."""
+        group = self.group(gid)
+        if gid not in self._awake:
+            return 0.0
+        now = asyncio.get_running_loop().time()
+        return now - max(group.heard.get(node_id, group.opened_at), group.awake_since)
 
     def membership_proof(self, gid: int) -> MembershipProof | None:
         """What this node's member can prove about the group's configuration: None

@@ -9,7 +9,10 @@ from hearsay). What must not: placement arithmetic (`copycat.placement`), raft l
 The rules (docs/host.md, "Repair"):
 1. A voter is replaced only when all three hold: gossip has reported its node failed for
    `repair_grace_s`, this leader has heard no raft message of the group from it for as
-   long, and placement finds a replacement. A failure alone never shrinks a group.
+   long while ticking, and placement finds a replacement. A failure alone never shrinks
+   a group, and gossip's word alone (hearsay) never replaces a voter: a leader does not
+   quiesce while a member's node is reported failed or missing from the view, so its
+   heartbeats keep asking, and a quiescent group's silence counts for nothing.
 2. The replacement joins as a learner, is promoted once it holds everything committed,
    and only then is the failed voter removed (one membership change at a time).
 3. A learner (a subscriber's member) is never removed because its node is unreachable:
@@ -19,7 +22,10 @@ The rules (docs/host.md, "Repair"):
 5. A member that has heard from no leader for `repair_grace_s` asks the group's other
    members for a proof of the configuration: only the group's leader, in a term at least
    the member's own, having committed an entry of that term and applied everything
-   committed, gives one. A proof that leaves the member out means it was removed.
+   committed, gives one. A proof that leaves the member out means it was removed. A
+   member that applies its own removal asks for a proof too before it goes: a member
+   removed while cut off and added back since may apply the removal before its return
+   reaches it, having acknowledged entries past its return already.
 """
 
 from __future__ import annotations
@@ -91,6 +97,8 @@ class Repair:
         """Groups whose membership this node is changing (repair, top-up, hand-over)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(REPAIR_CONCURRENCY)
+        self._confirming: set[int] = set()
+        """Groups whose member applied its own removal and waits for a proof of it."""
         self._missing_since: dict[int, float] = {}
         self._lonely_since: dict[int, float] = {}
         self._unreplaceable: set[tuple[int, int]] = set()
@@ -235,11 +243,12 @@ class Repair:
         dead = sorted(v for v in conf.voters if v not in live)
         for node_id in dead:
             self._missing_since.setdefault(node_id, now)
+            host.node_missing(node_id)  # keeps the group awake: its heartbeats ask
         # Rule 1: gossip and this leader's own raft traffic must both say it is gone.
         expired = [
             v
             for v in dead
-            if now - self._missing_since[v] >= grace and host.silent_for(gid, v) >= grace
+            if now - self._missing_since[v] >= grace and host.unheard_for(gid, v) >= grace
         ]
         work: Callable[[], Awaitable[object]]
         if expired:
@@ -474,6 +483,31 @@ class Repair:
             self._on_removed(gid, f"the leader, node {node_id}, proved it in term {proof.term}")
             return False
         return None
+
+    def applied_own_removal(self, gid: int) -> None:
+        """The host saw this node's member of `gid` apply its own removal (rule 5): it
+        goes once the group's leader proves it is out, asked again every grace until a
+        proof settles it. Its log alone may be behind: deleting a member the leader
+        added back, and has had entries acknowledged by, would leave the leader
+        counting entries that nobody holds any more."""
+        if gid in self._confirming:
+            return
+        self._confirming.add(gid)
+
+        async def confirm() -> None:
+            try:
+                group = self.host.groups.get(gid)
+                while group is not None and not group.member:
+                    if await self.check_membership(gid) is not None:
+                        return
+                    await asyncio.sleep(self.config.repair_grace_s)
+                    group = self.host.groups.get(gid)
+            finally:
+                self._confirming.discard(gid)
+
+        task = asyncio.get_running_loop().create_task(confirm())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def serve_membership_proof(self, peer: int, body: bytes) -> bytes:
         (gid,) = decode_ints(body, 1)
