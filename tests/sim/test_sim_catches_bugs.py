@@ -25,11 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 WITHIN = 500
 
 NOT_CAUGHT_YET = {
-    # The control-plane issue's repair bugs: their damage is a window of less redundancy
-    # that top-up closes, which nothing a user sees shows unless another fault lands in
-    # it; tests/host/test_repair_rules.py checks the order of the steps instead.
-    "repair_shrinks_without_replacement": "not in seeds 1 to 300",  # removal, no replacement
-    "repair_on_gossip_alone": "not measured to 500 yet",  # the drop on hearsay
     # Found at seed 194 of a run before the later fixes moved the trajectories.
     "create_past_missing_directories": "not in seeds 1 to 300 since",
     "create_an_id_seen_hosted": "not measured to 500 yet",
@@ -37,18 +32,21 @@ NOT_CAUGHT_YET = {
 
 CAUGHT_AT = {
     # the control-plane issue's bugs
-    "create_without_cluster": 9,  # lone creation of a known id
+    "repair_shrinks_without_replacement": 16,  # removal without a replacement
+    "repair_on_gossip_alone": 58,  # the drop on hearsay
+    "create_without_cluster": 1,  # lone creation of a known id
     "snapshot_position_after_await": 1,  # the awaiting snapshot provider's position
     "offer_compacts_past_feed": 4,  # an offered snapshot compacting under a slow reader
-    "lone_leader_early_send": 18,  # a lone leader counting its unpersisted entries
+    "lone_leader_early_send": 12,  # a lone leader counting its unpersisted entries
     # votes and acknowledgements sent before the write, in the real host
-    "host_sends_before_write": 6,
+    "host_sends_before_write": 2,
     # found by this simulator
-    "feed_waits_with_items_buffered": 42,
-    "member_forgets_deleted_self": 46,
+    "feed_waits_with_items_buffered": 19,
+    "member_forgets_deleted_self": 15,
     "known_nodes_not_durable": 25,
     "lookup_ignores_known_nodes": 25,
-    "gossip_never_reconnects": 6,
+    "gossip_never_reconnects": 41,
+    "own_removal_without_proof": 50,
 }
 
 

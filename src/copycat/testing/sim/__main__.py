@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             "joins",
             "leaves",
             "cluster_restarts",
+            "gossip_cuts",
         ),
         0,
     )

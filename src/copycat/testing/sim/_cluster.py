@@ -58,9 +58,18 @@ _FAULTS = (
     "partition",
     "leave",
     "restart_all",
+    "gossip_cut",
 )
 """What the nemesis picks from, evenly (crashes and partitions twice as often; at most
-one whole-cluster restart per seed)."""
+one whole-cluster restart per seed). A gossip cut loses gossip's packets between two
+sides while raft's still flow, for longer than the repair grace: gossip then reports
+nodes failed that every leader still hears from (what a UDP-only firewall rule does)."""
+_HEARSAY_MARGIN_S = 3.0
+"""A voter removed while its link to the leader had been whole for the repair grace and
+this much more was removed on hearsay: raft's own traffic said it was there."""
+_RECENT_S = 60.0
+"""How far back a removal is matched with the replacement added for it, or with the
+victim's `leave`."""
 _GOSSIP_BASE_PORT = 30000
 
 
@@ -112,6 +121,8 @@ class Node:
         self.runs = 0
         self.leaving = False
         """`CopyCat.leave` is under way in this run."""
+        self.left_at: float | None = None
+        """When this node last began to leave (its voters may be removed a while later)."""
 
     @property
     def up(self) -> bool:
@@ -281,6 +292,17 @@ class Simulation:
         self.joins = 0
         self.leaves = 0
         self.cluster_restarts = 0
+        self.gossip_cuts = 0
+        self._gossip_cut: set[tuple[int, int]] = set()
+        """(a, b): gossip's packets from node a to node b are lost (raft's are not)."""
+        self._whole_since: dict[tuple[int, int], float] = {}
+        """(a, b), a < b: since when raft's packets get through both ways between two live
+        runs that are not paused and know each other's address (sampled with the raft
+        samples)."""
+        self._voters: dict[int, tuple[int, int, frozenset[int]]] = {}
+        """Per group: the last leader sample's (leader, term, voters)."""
+        self._voter_history: dict[int, list[tuple[float, frozenset[int]]]] = {}
+        """Per group: the voters of every leader sample of the last `_RECENT_S`."""
         self._pending: set[asyncio.Task[None]] = set()
         self._split: set[int] = set()
         self._context = contextvars.copy_context()
@@ -298,7 +320,8 @@ class Simulation:
         return 0.0005 if same_dc else 0.01
 
     def _reachable(self, a: str, b: str) -> bool:
-        return self.net.up(int(a[1:]), int(b[1:]))
+        na, nb = int(a[1:]), int(b[1:])
+        return self.net.up(na, nb) and (na, nb) not in self._gossip_cut
 
     def subscriptions_of(self, node_id: int) -> list[DataStructureId]:
         return [ds for ds, _ in self.structures if node_id in self.subscribers[ds]]
@@ -436,6 +459,15 @@ class Simulation:
             elif kind == "restart_all" and self.cluster_restarts == 0:
                 self.cluster_restarts += 1
                 self._later(0.0, self._restart_all)
+            elif kind == "gossip_cut":
+                side = set(rng.sample(ids, rng.randint(1, len(ids) // 2)))
+                hold = rng.uniform(10.0, 25.0)
+                self.gossip_cuts += 1
+                self.trace(f"gossip cut {sorted(side)} for {hold:.1f} s (raft still flows)")
+                cut = {(a, b) for a in side for b in ids if b not in side}
+                cut |= {(b, a) for a, b in cut}
+                self._gossip_cut |= cut
+                self._later(hold, self._gossip_cut.difference_update, cut)
             elif kind == "clock":
                 victim.wall_offset_ms += rng.randint(-60_000, 60_000)
                 self.trace(f"n{victim.node_id}'s wall clock jumps to {victim.wall_offset_ms} ms")
@@ -484,6 +516,7 @@ class Simulation:
         assert victim.process is not None
         self.trace(f"n{victim.node_id} leaves")
         victim.leaving = True
+        victim.left_at = asyncio.get_running_loop().time()
         for rec in victim.recorders.values():
             rec.closed = True  # leave() closes them: their streams end by design
         await victim.cc.leave(timeout_s=20.0)
@@ -526,6 +559,7 @@ class Simulation:
         for task in list(self._pending):
             task.cancel()
         self.net.heal_all()
+        self._gossip_cut.clear()
         loop = asyncio.get_running_loop()
         assert isinstance(loop, VirtualLoop)
         for node in self.nodes.values():
@@ -608,6 +642,7 @@ class Simulation:
             await asyncio.sleep(0.5)
 
     def _sample_raft(self) -> None:
+        self._sample_links()
         for node in self.nodes.values():
             cc = node.cc
             if cc is None or cc._host is None:
@@ -621,6 +656,72 @@ class Simulation:
                 self.checker.raft_sample(
                     node.node_id, gid, status.term, status.is_leader, status.commit, term_at or 0
                 )
+                if status.is_leader:
+                    conf = host.group(gid).raw.conf_state()
+                    if not conf.is_joint():
+                        self._check_voters(gid, node.node_id, status.term, frozenset(conf.voters))
+
+    def _sample_links(self) -> None:
+        now = asyncio.get_running_loop().time()
+        ids = sorted(self.nodes)
+        transports = self.net.nodes
+        for i, a in enumerate(ids):
+            for b in ids[i + 1 :]:
+                ta, tb = transports.get(a), transports.get(b)
+                if (
+                    ta is not None
+                    and tb is not None
+                    and ta.knows(b)
+                    and tb.knows(a)
+                    and self.net.up(a, b)
+                    and self.net.up(b, a)
+                ):
+                    self._whole_since.setdefault((a, b), now)
+                else:
+                    self._whole_since.pop((a, b), None)
+
+    def _check_voters(self, gid: int, leader: int, term: int, voters: frozenset[int]) -> None:
+        """Repair's rules, judged by what they do to a group's voters (docs/host.md): a
+        voter that is not leaving is removed only once its replacement is a voter (so a
+        failure never shrinks a group), and only when the leader has had no word from
+        it for the repair grace (so never while raft's packets between them got
+        through: gossip's word alone is hearsay). Consecutive samples of one leader in
+        one term are compared, whose configurations only move forward."""
+        now = asyncio.get_running_loop().time()
+        history = self._voter_history.setdefault(gid, [])
+        while history and history[0][0] < now - _RECENT_S:
+            history.pop(0)
+        earlier = [seen for _, seen in history]
+        history.append((now, voters))
+        last = self._voters.get(gid)
+        self._voters[gid] = (leader, term, voters)
+        if last is None or last[:2] != (leader, term):
+            return
+        removed = sorted(last[2] - voters)
+        unexplained = [r for r in removed if not self._leaving_recently(r, now)]
+        if not unexplained:
+            return
+        stayed = frozenset.intersection(*earlier) if earlier else last[2]
+        newcomers = voters - stayed
+        if len(unexplained) > len(newcomers):
+            self.checker.violation(
+                f"group {gid} shrank from {len(last[2])} to {len(voters)} voters: node "
+                f"{unexplained[0]} removed by leader n{leader} without a replacement"
+            )
+        for victim in unexplained:
+            pair = (min(leader, victim), max(leader, victim))
+            since = self._whole_since.get(pair)
+            if since is not None and now - since >= self.repair_grace_s + _HEARSAY_MARGIN_S:
+                self.checker.violation(
+                    f"group {gid}: leader n{leader} removed node {victim} on hearsay: raft's "
+                    f"packets between them had got through for {now - since:.1f} s"
+                )
+
+    def _leaving_recently(self, node_id: int, now: float) -> bool:
+        node = self.nodes.get(node_id)
+        if node is None:
+            return False
+        return node.leaving or (node.left_at is not None and now - node.left_at <= _RECENT_S)
 
     def _check_one_group_per_id(self) -> None:
         seen: dict[int, set[int]] = {}
@@ -652,6 +753,7 @@ class Simulation:
             "joins": self.joins,
             "leaves": self.leaves,
             "cluster_restarts": self.cluster_restarts,
+            "gossip_cuts": self.gossip_cuts,
             "trace_lines": len(self.lines),
         }
 

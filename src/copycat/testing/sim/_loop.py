@@ -184,7 +184,13 @@ def _record(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         return
     if isinstance(loop, VirtualLoop):
         what = f"{type(exc).__name__}: {exc}" if exc is not None else ""
-        loop.errors.append(f"{message} {what}".strip()[:300])
+        process = PROCESS.get()
+        handle = context.get("handle")
+        gated = getattr(handle, "_args", None) or ()
+        if gated and isinstance(gated[0], contextvars.Context):  # a callback of `_gate`
+            process = gated[0].get(PROCESS)
+        where = f"at {loop.time():.3f} in {process.name if process is not None else 'the sim'}"
+        loop.errors.append(f"{where}: {what or message}"[:300])
 
 
 def process_context(process: Process) -> contextvars.Context:

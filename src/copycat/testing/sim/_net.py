@@ -218,6 +218,10 @@ class SimTransport:
             raise ValueError(f"invalid peer id {node_id}")
         self._peers[node_id] = (host, port)
 
+    def knows(self, node_id: int) -> bool:
+        """Whether this transport has an address for `node_id` (from the node's view)."""
+        return node_id in self._peers
+
     def remove_peer(self, node_id: int) -> None:
         self._peers.pop(node_id, None)
         self._outbox.pop(node_id, None)
