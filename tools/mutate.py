@@ -292,9 +292,10 @@ def run(mutation: Mutation, scratch: Path) -> tuple[bool, float, str]:
             check=False,
         )
         tail = (proc.stdout.strip().splitlines() or [""])[-1]
-        # Only failing tests kill: exit 2 to 5 are collection errors, usage, no tests.
-        killed = proc.returncode == 1
-        if proc.returncode not in (0, 1):
+        # Only failing tests kill: exit 2 is also a collection error (or `-x` stopping
+        # after a failure), 3 to 5 internal and usage errors and no tests.
+        killed = proc.returncode == 1 or (proc.returncode == 2 and " failed" in tail)
+        if proc.returncode not in (0, 1) and not killed:
             tail = f"pytest exit {proc.returncode}, the tests did not run: {tail}"
     except subprocess.TimeoutExpired:
         killed, tail = True, f"timed out after {TIMEOUT_S} s"
