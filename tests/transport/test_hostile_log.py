@@ -4,6 +4,7 @@ every refusal is still counted, and one peer's refusals never silence another's.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -61,6 +62,33 @@ async def test_repeated_refusals_from_one_peer_log_one_line_per_reason_per_inter
     assert len(_lines(caplog, who3, "dial")) == 1
 
 
+@pytest.mark.asyncio
+async def test_a_client_that_reconnects_from_new_ports_logs_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that is not CopyCat connects 20 times, each time from a new port, and
+    sends bytes that are no CopyCat hello: every refusal is counted, one line is logged
+    (the port is not part of who the client is)."""
+    good = Endpoint(config(1, hostile_log_interval_s=3600.0))
+    await good.start()
+    try:
+        host, port = good.address
+        with caplog.at_level(logging.WARNING, logger="copycat.transport"):
+            for _ in range(REFUSALS):
+                reader, writer = await asyncio.open_connection(host, port)
+                writer.write(NOT_COPYCAT)
+                await writer.drain()
+                await reader.read()  # the endpoint closes the connection
+                writer.close()
+            await eventually(lambda: good.stats().refused.get("bad_magic", 0) >= REFUSALS)
+    finally:
+        await good.close()
+    lines = [m for m in _records(caplog) if m.startswith("refused input from ")]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"refused input from {host}:")
+    assert "[bad_magic]" in lines[0]
+
+
 def _records(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "copycat.transport"]
 
@@ -82,6 +110,7 @@ def test_the_limit_is_per_peer_and_reason_and_reports_what_it_suppressed(
         log.log(159.9, "10.0.0.1:7000", "bad_magic", "not a CopyCat handshake")
         assert len(_records(caplog)) == 3
         log.log(160.0, "10.0.0.1:7000", "bad_magic", "not a CopyCat handshake")
+        log.log(161.0, "10.0.0.1:7001", "bad_magic", "not a CopyCat handshake")  # same host
     lines = _records(caplog)
     assert lines == [
         "refused input from 10.0.0.1:7000 [bad_magic]: not a CopyCat handshake",

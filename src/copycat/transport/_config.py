@@ -192,8 +192,9 @@ class TransportConfig:
     can cost."""
 
     hostile_log_interval_s: float = 60.0
-    """Refused input is logged at most once per peer address and reason per interval
-    (every refusal is still counted). Default 60 s."""
+    """Refused input is logged at most once per peer host (its address less the port: a
+    client that reconnects comes from a new one) and reason per interval (every
+    refusal is still counted). Default 60 s."""
 
     def __post_init__(self) -> None:
         self.validate()

@@ -31,6 +31,7 @@ import contextlib
 import itertools
 import logging
 import random
+import re
 import socket
 import ssl
 import struct
@@ -191,8 +192,13 @@ class PeerStatus:
     write_paused: bool
 
 
+_PORT = re.compile(r":\d+(?=\)?$)")
+"""The port at the end of "host:port" or "node N (host:port)"."""
+
+
 class _HostileLog:
-    """Logs a refusal at most once per (peer address, reason) per interval."""
+    """Logs a refusal at most once per (peer host, reason) per interval: the port is
+    left out of the key, as a client that reconnects comes from a new one each time."""
 
     __slots__ = ("_interval", "_last", "_suppressed")
 
@@ -202,7 +208,7 @@ class _HostileLog:
         self._suppressed: dict[tuple[str, str], int] = {}
 
     def log(self, now: float, who: str, reason: str, message: str) -> None:
-        key = (who, reason)
+        key = (_PORT.sub("", who), reason)
         last = self._last.get(key)
         if last is not None and now - last < self._interval:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
