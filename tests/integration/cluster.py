@@ -48,6 +48,8 @@ class NodeProcess:
     events: queue.Queue[dict[str, object]] = field(default_factory=queue.Queue)
     log: list[dict[str, object]] = field(default_factory=list)
     err: BinaryIO | None = None
+    ready: dict[str, object] = field(default_factory=dict)
+    """The `ready` event of its last start: its id, pid, and whether its store fsyncs."""
 
     def start(self) -> None:
         args = [
@@ -71,7 +73,7 @@ class NodeProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         threading.Thread(target=self._read, args=(self.proc, self.events), daemon=True).start()
-        self.wait_for("ready", timeout_s=30)
+        self.ready = self.wait_for("ready", timeout_s=30)
 
     def _stderr(self) -> int:
         """The node's stderr goes to a file beside its data dir, for post-mortems."""

@@ -26,6 +26,7 @@ from copycat import LOAD_SNAPSHOT
 from copycat._config import Config
 from copycat._node import CopyCat, Subscription
 from copycat.errors import CopyCatError
+from copycat.storage import LmdbLogStore
 from copycat.testing.worker import Commands, add_node_ops, emit
 
 if TYPE_CHECKING:
@@ -107,11 +108,21 @@ async def main() -> None:
         durable=args.durable,
     )
     async with CopyCat(config) as cc:
-        emit(event="ready", node_id=cc.node_id, pid=os.getpid())
+        emit(event="ready", node_id=cc.node_id, pid=os.getpid(), fsync=store_syncs(cc))
         await node_commands(cc).serve()
     emit(event="stopped")
     sys.stdout.flush()
     os._exit(0)  # kinship 0.4 may crash during interpreter teardown
+
+
+def store_syncs(cc: CopyCat) -> bool:
+    """Whether the node's LMDB environment was opened with sync on, as LMDB itself
+    reports it (test access to a private part: what `--durable` must reach)."""
+    host = cc._host
+    assert host is not None
+    store = host.store
+    assert isinstance(store, LmdbLogStore), type(store)
+    return bool(store._env.flags()["sync"])
 
 
 def faults(cc: CopyCat) -> FaultHooks:

@@ -5,7 +5,9 @@ subscriber on a restarted node.
 
 Kill -9 keeps the kernel's page cache, so this test cannot see a missing fsync (see
 tests/storage/test_durability.py, which can); it checks that the durable store, the
-one production runs, recovers a node's raft state whole after a crash.
+one production runs, recovers a node's raft state whole after a crash, and that each
+node's store was opened with sync on, as LMDB itself reports (the node's `ready`
+event carries it).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def restart(procs: ProcessCluster, node: NodeProcess) -> None:
     node.peers = [f"127.0.0.1:{n.gossip_port}" for n in procs.nodes.values() if n is not node]
     node.log = []
     node.start()
+    assert node.ready["fsync"] is True  # a restart keeps `--durable`
 
 
 def test_durable_nodes_keep_every_acknowledged_value_across_kill_9(
@@ -56,6 +59,8 @@ def test_durable_nodes_keep_every_acknowledged_value_across_kill_9(
         procs.add(node_id, extra=["--durable"])
     procs.wait_members(3)
     nodes = list(procs.nodes.values())
+    # `--durable` reached every store: LMDB says it was opened with sync on
+    assert [node.ready["fsync"] for node in nodes] == [True, True, True]
     n1 = procs.nodes[1]
     n1.send(op="allocate", replicas=3)
     ds = str(n1.wait_for("allocated")["id"])
