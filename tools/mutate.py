@@ -111,8 +111,14 @@ MUTATIONS = (
         "feed_keeps_buffer_on_snapshot",
         "entries buffered before a snapshot overtook the feed are delivered after it",
         "src/copycat/host/_host.py",
-        "            self._buffer.clear()\n            self._start_from_snapshot()",
-        "            self._start_from_snapshot()",
+        # Since the feed drains its buffer before it looks for an overtaking snapshot,
+        # dropping the `_buffer.clear()` there changes nothing: the bug is brought back
+        # as a feed that starts over from the snapshot first, buffer kept.
+        "            if self._buffer:\n                yield self._buffer.popleft()",
+        "            if self._group.restored_at > self.position:\n"
+        "                self._start_from_snapshot()\n"
+        "                continue\n"
+        "            if self._buffer:\n                yield self._buffer.popleft()",
         ("tests/host/test_snapshot_overtakes_feed.py",),
     ),
     Mutation(
