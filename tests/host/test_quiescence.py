@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from copycat.host import Session
+from copycat.raft import Message, RequestVoteResponse
 from tests.host.conftest import until
 
 if TYPE_CHECKING:
@@ -50,3 +51,66 @@ async def test_idle_groups_quiesce_and_wake(cluster: Cluster) -> None:
     new_leader = await cluster.wait_leader(gid)
     assert new_leader != leader
     await asyncio.wait_for(cluster.hosts[new_leader].propose(gid, Session(), b"y"), 10)
+
+
+@pytest.mark.asyncio
+async def test_a_quiescent_follower_grants_the_first_vote_once_its_leader_died_unreported(
+    cluster: Cluster,
+) -> None:
+    # init: one idle group of three, quiescent everywhere for longer than an election
+    # timeout; what the follower that will not propose answers to votes is recorded
+    for node_id in (1, 2, 3):
+        await cluster.add(node_id)
+    gid = 11
+    leader = await cluster.start_group(gid, [1, 2, 3])
+    await until(lambda: all(h.quiescent_groups() == 1 for h in cluster.hosts.values()))
+    await asyncio.sleep(0.5)  # 25 ticks of 0.02 s; the election timeout is 10
+    proposer, other = (n for n in (1, 2, 3) if n != leader)
+    answers: list[bool] = []
+    endpoint = cluster.endpoints[other]
+    send = endpoint.send
+
+    def recording_send(group: int, message: Message) -> None:
+        if isinstance(message, RequestVoteResponse):
+            answers.append(not message.reject)
+        send(group, message)
+
+    endpoint.send = recording_send  # type: ignore[method-assign]
+
+    # act: the leader's node dies and gossip has not noticed (nothing reports it failed);
+    # a proposal on one follower makes it tick and campaign, while the other follower,
+    # quiescent, is woken only by its vote requests
+    await cluster.stop(leader)
+    await asyncio.wait_for(cluster.hosts[proposer].propose(gid, Session(), b"after"), 10)
+
+    # check: the woken follower counted its quiet time as silence from the leader and
+    # granted the very first (pre-)vote; it used to judge the dead leader's lease by the
+    # moment it stopped ticking, refuse, and go quiet again, round after round
+    assert answers[:2] == [True, True], answers  # the pre-vote, then the vote
+    assert await cluster.wait_leader(gid) == proposer
+
+
+@pytest.mark.asyncio
+async def test_a_quiescent_group_elects_again_when_its_leader_dies_unreported(
+    cluster: Cluster,
+) -> None:
+    # init: one idle group of three, quiescent everywhere
+    for node_id in (1, 2, 3):
+        await cluster.add(node_id)
+    gid = 11
+    leader = await cluster.start_group(gid, [1, 2, 3])
+    await until(lambda: all(h.quiescent_groups() == 1 for h in cluster.hosts.values()))
+    proposer, other = (n for n in (1, 2, 3) if n != leader)
+
+    # act: the leader's node dies and gossip has not noticed (nothing reports it failed);
+    # a proposal on one follower makes that follower tick and campaign, while the other
+    # follower, quiescent, is woken only by its (pre-)vote requests
+    await cluster.stop(leader)
+    done = asyncio.ensure_future(cluster.hosts[proposer].propose(gid, Session(), b"after"))
+
+    # check: the woken follower counts its quiet time, grants, and the proposal commits
+    # (before: it judged the dead leader's lease fresh, rejected, and went quiet again,
+    # so the group waited for gossip's suspicion)
+    await asyncio.wait_for(done, 10)
+    new_leader = await cluster.wait_leader(gid)
+    assert new_leader in (proposer, other)

@@ -367,6 +367,7 @@ class _Group:
         "member",
         "opened_at",
         "outbox",
+        "quiet_since",
         "raw",
         "recalled_term",
         "refusal",
@@ -416,6 +417,8 @@ class _Group:
         self.opened_at = asyncio.get_running_loop().time()
         self.awake_since = self.opened_at
         """When the group last began to tick (opened, or woken from quiescence)."""
+        self.quiet_since: float | None = None
+        """When the group last stopped ticking (quiesced), while it is quiescent."""
         self.member = raw.node_id in raw.conf_state().members()
         """Whether this node is in the group's applied configuration (a change from True
         to False is how a member learns of its removal: from its own log)."""
@@ -855,8 +858,12 @@ class Host:
                     continue
             group.raw.tick()
             self._dirty.add(gid)
+        now = asyncio.get_running_loop().time()
         for gid in settled:
             self._awake.discard(gid)
+            group = self.groups.get(gid)
+            if group is not None:
+                group.quiet_since = now
         if self._dirty and not self._cycle_scheduled:
             self._cycle_scheduled = True
             asyncio.get_running_loop().call_soon(self._run_cycle)
@@ -888,7 +895,13 @@ class Host:
         if group is not None and gid not in self._awake:
             self._awake.add(gid)
             group.idle_ticks = 0
-            group.awake_since = asyncio.get_running_loop().time()
+            now = asyncio.get_running_loop().time()
+            group.awake_since = now
+            if group.quiet_since is not None:
+                # The time it slept counts toward a follower's lease on its leader.
+                quiet = int((now - group.quiet_since) / self.config.tick_interval_s)
+                group.raw.credit_quiet_ticks(quiet)
+                group.quiet_since = None
 
     def node_failed(self, node_id: int) -> None:
         """The membership layer declared `node_id` failed: wake every group it leads (or
@@ -922,9 +935,9 @@ class Host:
                 self.counters["unknown_group_messages"] += 1
                 continue
             group.heard[peer] = now
-            group.raw.step(message)
             if gid not in self._awake:
-                self.wake(gid)
+                self.wake(gid)  # first: its quiet time counts when it judges a vote
+            group.raw.step(message)
             self._mark(gid)
 
     def _on_unreachable(self, peer: int, groups: frozenset[int] | None) -> None:

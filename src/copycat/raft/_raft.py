@@ -218,6 +218,19 @@ class Raft:
         else:
             self._tick_election()
 
+    def credit_quiet_ticks(self, ticks: int) -> None:
+        """`ticks` passed while this member was quiescent (not ticking). A follower
+        counts them toward its election clock up to the election timeout, so that the
+        lease it grants its leader has run out when it heard nothing for as long:
+        woken by a candidate's (pre-)vote, it judges the leader by raft's own evidence
+        instead of the moment it stopped ticking. Never a campaign by itself, and
+        nothing on a leader (its check-quorum would count a quiet period as silence)."""
+        if self.role != Role.LEADER and ticks > 0:
+            self.election_elapsed = min(
+                self.election_elapsed + ticks,
+                max(self.election_elapsed, self.config.election_ticks),
+            )
+
     def _tick_election(self) -> None:
         self.election_elapsed += 1
         if self.promotable() and self.election_elapsed >= self.randomized_election_ticks:

@@ -137,6 +137,11 @@ class RawNode:
     def tick(self) -> None:
         self._raft.tick()
 
+    def credit_quiet_ticks(self, ticks: int) -> None:
+        """Ticks that passed while this member was quiescent: they count toward a
+        follower's lease on its leader, never toward a campaign (`Raft.credit_quiet_ticks`)."""
+        self._raft.credit_quiet_ticks(ticks)
+
     def campaign(self) -> None:
         """Start an election now (with pre-vote when configured)."""
         self._raft.hup(
