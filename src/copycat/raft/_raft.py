@@ -104,6 +104,9 @@ class Raft:
         self.role = Role.FOLLOWER
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
+        self.lease_void = False
+        """A follower that slept (quiescent) for an election timeout grants no lease to
+        its leader until it hears from it again (`credit_quiet_ticks`)."""
         self.randomized_election_ticks = config.election_ticks
         self.lead_transferee = NONE
         self.pending_conf_index = 0
@@ -153,6 +156,7 @@ class Raft:
         self.lead = NONE
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
+        self.lease_void = False
         self.randomized_election_ticks = self.config.election_ticks + self.rng.randrange(
             0, self.config.election_ticks
         )
@@ -219,17 +223,14 @@ class Raft:
             self._tick_election()
 
     def credit_quiet_ticks(self, ticks: int) -> None:
-        """`ticks` passed while this member was quiescent (not ticking). A follower
-        counts them toward its election clock up to the election timeout, so that the
-        lease it grants its leader has run out when it heard nothing for as long:
-        woken by a candidate's (pre-)vote, it judges the leader by raft's own evidence
-        instead of the moment it stopped ticking. Never a campaign by itself, and
-        nothing on a leader (its check-quorum would count a quiet period as silence)."""
-        if self.role != Role.LEADER and ticks > 0:
-            self.election_elapsed = min(
-                self.election_elapsed + ticks,
-                max(self.election_elapsed, self.config.election_ticks),
-            )
+        """`ticks` passed while this member was quiescent (not ticking). A follower that
+        has then heard nothing from its leader for an election timeout grants it no
+        lease until it hears from it again: woken by a candidate's (pre-)vote, it judges
+        the leader by raft's own evidence instead of the moment it stopped ticking. Its
+        election clock is left alone (no campaign sooner), and a leader ignores this
+        (its check-quorum would count a quiet period as silence)."""
+        if self.role != Role.LEADER and self.election_elapsed + ticks >= self.config.election_ticks:
+            self.lease_void = True
 
     def _tick_election(self) -> None:
         self.election_elapsed += 1
@@ -323,6 +324,7 @@ class Raft:
                     self.config.check_quorum
                     and self.lead != NONE
                     and self.election_elapsed < self.config.election_ticks
+                    and not self.lease_void
                 )
                 if in_lease and not m.transfer:
                     # §6 (thesis §4.2.3): we heard from a leader recently; ignore a
@@ -705,14 +707,17 @@ class Raft:
                 self._send(Propose(term=0, sender=self.id, to=self.lead, entries=m.entries))
         elif isinstance(m, AppendEntries):
             self.election_elapsed = 0
+            self.lease_void = False
             self.lead = m.sender
             self._handle_append(m)
         elif isinstance(m, Heartbeat):
             self.election_elapsed = 0
+            self.lease_void = False
             self.lead = m.sender
             self._handle_heartbeat(m)
         elif isinstance(m, InstallSnapshot):
             self.election_elapsed = 0
+            self.lease_void = False
             self.lead = m.sender
             self._handle_snapshot(m)
         elif isinstance(m, TransferLeader):

@@ -138,8 +138,9 @@ class RawNode:
         self._raft.tick()
 
     def credit_quiet_ticks(self, ticks: int) -> None:
-        """Ticks that passed while this member was quiescent: they count toward a
-        follower's lease on its leader, never toward a campaign (`Raft.credit_quiet_ticks`)."""
+        """Ticks that passed while this member was quiescent: a follower that heard
+        nothing from its leader for an election timeout grants it no lease until it
+        does (`Raft.credit_quiet_ticks`); never a campaign sooner."""
         self._raft.credit_quiet_ticks(ticks)
 
     def campaign(self) -> None:
