@@ -21,6 +21,7 @@ import random
 import shutil
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -361,7 +362,9 @@ class Simulation:
     def _discard(self, loop: VirtualLoop) -> None:
         """Close the loop and collect what the crashed runs left mid-await. Their
         coroutines are closed half-way, which is what a crash means; a `finally` that
-        awaits then complains to `sys.unraisablehook`, which hears nothing meanwhile."""
+        awaits then complains to `sys.unraisablehook`, which hears nothing meanwhile,
+        and a coroutine made but never started warns that it was never awaited, which
+        is not shown either."""
         for node in self.nodes.values():
             node.tasks = []
             node.cc = None
@@ -370,9 +373,11 @@ class Simulation:
         hook = sys.unraisablehook
         sys.unraisablehook = lambda _unraisable: None
         try:
-            loop.close()
-            loop.processes.clear()
-            gc.collect()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
+                loop.close()
+                loop.processes.clear()
+                gc.collect()
         finally:
             sys.unraisablehook = hook
 
