@@ -271,9 +271,10 @@ class Config:
 
     compression: Sequence[str] = ()
     """Transport compression codecs offered and accepted, in order of preference: "zstd"
-    and "lz4" (install `copycat-replication[compression]`; a codec whose package is
-    missing is skipped). Default (): none. Saves WAN bandwidth at the cost of CPU on both
-    ends; lz4 is cheaper, zstd compresses more. No codec twice."""
+    (installed with CopyCat) and "lz4" (install `copycat-replication[compression]`).
+    A codec whose package is missing is skipped with a warning; none of them installed
+    is a `ConfigError` when the node starts. Default (): none. Saves WAN bandwidth at
+    the cost of CPU on both ends; lz4 is cheaper, zstd compresses more. No codec twice."""
 
     # -- validation ---------------------------------------------------------------------
 
@@ -459,8 +460,8 @@ class Config:
         * `gossip_preset="wan"`: probes every 5 s with slower suspicion, so that a lossy
           long-distance link does not make healthy nodes look dead.
         * `compression=("zstd", "lz4")`: WAN bandwidth costs more than CPU; large append
-          batches and snapshots shrink several times (a codec whose package is missing is
-          skipped).
+          batches and snapshots shrink several times (zstd is installed with CopyCat;
+          lz4 with the `compression` extra, skipped when missing).
         * `tick_interval_s=0.3`: a heartbeat per tick must fit cross-region round trips
           (up to a few hundred ms) without triggering elections; failover takes 3 to 6 s.
         * `proposal_timeout_s=60`: commits need a cross-region quorum and failovers take

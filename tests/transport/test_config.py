@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 
 import pytest
 
+import copycat.transport._endpoint as endpoint_module
+from copycat import Config
 from copycat.errors import ConfigError
-from copycat.transport import TLSConfig, TransportConfig
+from copycat.transport import Endpoint, TLSConfig, TransportConfig
+from copycat.transport._frames import available_codecs
 
 
 def test_defaults_are_valid_and_frozen() -> None:
@@ -73,3 +77,23 @@ def test_every_field_is_documented() -> None:
                     assert isinstance(text, str)
                     if stmt.value is not None and node.name == "TransportConfig":
                         assert "Default" in text, f"{ast.unparse(stmt.target)}: no default stated"
+
+
+def test_the_wan_presets_compression_comes_with_the_package() -> None:
+    """`pip install copycat-replication` brings zstandard (no extra): the codec
+    `Config.wan()` prefers is there, not silently off."""
+    requirements = importlib.metadata.requires("copycat-replication") or []
+    plain = [r for r in requirements if "extra ==" not in r]
+    assert any(r.startswith("zstandard") for r in plain), requirements
+    wan = Config.wan(hostname="10.0.0.1", gossip_keys=["a" * 32])
+    assert available_codecs(tuple(wan.compression))[0] == "zstd"
+
+
+def test_compression_asked_for_with_no_codec_installed_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Asking for compression that no installed package provides is a `ConfigError`
+    naming the field, not a warning and a node running uncompressed."""
+    monkeypatch.setattr(endpoint_module, "available_codecs", lambda preferred: ())
+    with pytest.raises(ConfigError, match="compression: asks for lz4 but none is installed"):
+        Endpoint(TransportConfig(node_id=1, compression=("lz4",)))

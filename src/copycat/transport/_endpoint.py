@@ -50,6 +50,7 @@ from copycat import errors
 from copycat._net import is_loopback
 from copycat.errors import (
     ClosedError,
+    ConfigError,
     CopyCatError,
     HandshakeError,
     MessageTooLargeError,
@@ -1008,6 +1009,13 @@ class Endpoint:
         self.peers: dict[int, _Peer] = {}
         self.connections: set[_Connection] = set()
         self.codecs = available_codecs(config.compression)
+        if config.compression and not self.codecs:
+            raise ConfigError(
+                "compression",
+                f"asks for {', '.join(config.compression)} but none is installed (zstd comes "
+                "with copycat-replication, lz4 with copycat-replication[compression]): "
+                "install one or ask for none",
+            )
         if len(self.codecs) != len(config.compression):
             missing = set(config.compression) - set(self.codecs)
             logger.warning("compression codecs %s are not installed; not offered", sorted(missing))
