@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import importlib.metadata
 
@@ -85,7 +86,7 @@ def test_the_wan_presets_compression_comes_with_the_package() -> None:
     requirements = importlib.metadata.requires("copycat-replication") or []
     plain = [r for r in requirements if "extra ==" not in r]
     assert any(r.startswith("zstandard") for r in plain), requirements
-    wan = Config.wan(hostname="10.0.0.1", gossip_keys=["a" * 32])
+    wan = Config.wan(hostname="10.0.0.1", gossip_keys=[base64.b64encode(bytes(32)).decode()])
     assert available_codecs(tuple(wan.compression))[0] == "zstd"
 
 
