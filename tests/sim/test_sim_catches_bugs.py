@@ -28,25 +28,27 @@ NOT_CAUGHT_YET = {
     # Found at seed 194 of a run before the later fixes moved the trajectories;
     # tests/host/test_creation_rules.py catches it.
     "create_past_missing_directories": "not in seeds 1 to 500 since",
+    # Found at seed 50 (an InternalError in a node), before the quiescence change moved
+    # the trajectories; tests/host/test_repair_rules.py catches it.
+    "own_removal_without_proof": "not in seeds 1 to 500 since",
 }
 
 CAUGHT_AT = {
     # the control-plane issue's bugs
-    "repair_shrinks_without_replacement": 16,  # removal without a replacement
+    "repair_shrinks_without_replacement": 9,  # removal without a replacement
     "repair_on_gossip_alone": 58,  # the drop on hearsay
     "create_without_cluster": 1,  # lone creation of a known id
     "snapshot_position_after_await": 1,  # the awaiting snapshot provider's position
-    "offer_compacts_past_feed": 4,  # an offered snapshot compacting under a slow reader
+    "offer_compacts_past_feed": 2,  # an offered snapshot compacting under a slow reader
     "lone_leader_early_send": 12,  # a lone leader counting its unpersisted entries
     # votes and acknowledgements sent before the write, in the real host
     "host_sends_before_write": 2,
     # found by this simulator
-    "feed_waits_with_items_buffered": 19,
-    "member_forgets_deleted_self": 15,
+    "feed_waits_with_items_buffered": 15,
+    "member_forgets_deleted_self": 62,
     "known_nodes_not_durable": 25,
     "lookup_ignores_known_nodes": 25,
-    "gossip_never_reconnects": 41,
-    "own_removal_without_proof": 50,
+    "gossip_never_reconnects": 14,
     "create_an_id_seen_hosted": 293,  # a second group for an id whose host is out of sight
 }
 
