@@ -53,19 +53,25 @@ async def test_idle_groups_quiesce_and_wake(cluster: Cluster) -> None:
     await asyncio.wait_for(cluster.hosts[new_leader].propose(gid, Session(), b"y"), 10)
 
 
+async def idle_group_of_three(cluster: Cluster, gid: int) -> tuple[int, int, int]:
+    """Group `gid` on nodes 1-3, quiescent everywhere: (leader, one follower, the other)."""
+    for node_id in (1, 2, 3):
+        await cluster.add(node_id)
+    leader = await cluster.start_group(gid, [1, 2, 3])
+    await until(lambda: all(h.quiescent_groups() == 1 for h in cluster.hosts.values()))
+    proposer, other = (n for n in (1, 2, 3) if n != leader)
+    return leader, proposer, other
+
+
 @pytest.mark.asyncio
 async def test_a_quiescent_follower_grants_the_first_vote_once_its_leader_died_unreported(
     cluster: Cluster,
 ) -> None:
     # init: one idle group of three, quiescent everywhere for longer than an election
     # timeout; what the follower that will not propose answers to votes is recorded
-    for node_id in (1, 2, 3):
-        await cluster.add(node_id)
     gid = 11
-    leader = await cluster.start_group(gid, [1, 2, 3])
-    await until(lambda: all(h.quiescent_groups() == 1 for h in cluster.hosts.values()))
+    leader, proposer, other = await idle_group_of_three(cluster, gid)
     await asyncio.sleep(0.5)  # 25 ticks of 0.02 s; the election timeout is 10
-    proposer, other = (n for n in (1, 2, 3) if n != leader)
     answers: list[bool] = []
     endpoint = cluster.endpoints[other]
     send = endpoint.send
@@ -95,12 +101,8 @@ async def test_a_quiescent_group_elects_again_when_its_leader_dies_unreported(
     cluster: Cluster,
 ) -> None:
     # init: one idle group of three, quiescent everywhere
-    for node_id in (1, 2, 3):
-        await cluster.add(node_id)
     gid = 11
-    leader = await cluster.start_group(gid, [1, 2, 3])
-    await until(lambda: all(h.quiescent_groups() == 1 for h in cluster.hosts.values()))
-    proposer, other = (n for n in (1, 2, 3) if n != leader)
+    leader, proposer, other = await idle_group_of_three(cluster, gid)
 
     # act: the leader's node dies and gossip has not noticed (nothing reports it failed);
     # a proposal on one follower makes that follower tick and campaign, while the other
