@@ -1468,7 +1468,7 @@ class Endpoint:
                 peer.wanted.clear()
                 continue
             try:
-                await self._dial(peer, peer.address)
+                await self._dial(peer, self.faults.dial_address(peer.node_id, peer.address))
             except asyncio.CancelledError:
                 raise
             except (OSError, TimeoutError, TransportError) as exc:

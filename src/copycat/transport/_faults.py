@@ -26,18 +26,23 @@ class FaultHooks:
     * `delay(a, b, seconds)`: raft messages from `a` to `b` are held back that long,
       keeping their order (0 removes the rule).
     * `heal_all()` removes every rule.
+    * `redirect(b, host, port)`: this endpoint dials node `b` at `host:port` instead of
+      the address it was given (a WAN emulator's link from this node to `b`, see
+      `copycat.testing.wan`); `redirect(b, None)` undoes it. Not touched by
+      `heal_all()`, and costs nothing on the send path.
 
     Dropped and cut messages are counted (`messages_dropped_fault`) but not reported
     unreachable: they model a lossy network, which raft must survive on its own.
     """
 
-    __slots__ = ("_cuts", "_delays", "_drops", "_random", "active")
+    __slots__ = ("_cuts", "_delays", "_drops", "_random", "_redirects", "active")
 
     def __init__(self, *, seed: int | None = None) -> None:
         self._cuts: set[frozenset[int]] = set()
         self._drops: dict[tuple[int, int], float] = {}
         self._delays: dict[tuple[int, int], float] = {}
         self._random = random.Random(seed)
+        self._redirects: dict[int, tuple[str, int]] = {}
         self.active = False
         """Whether any rule is set; endpoints skip every check when False."""
 
@@ -97,3 +102,17 @@ class FaultHooks:
 
     def delay_s(self, a: int, b: int) -> float:
         return self._delays.get((a, b), 0.0)
+
+    def redirect(self, b: int, host: str | None, port: int = 0) -> None:
+        """Dial node `b` at `host:port` from now on (connections already up stay);
+        `host=None` dials the given address again."""
+        if host is None:
+            self._redirects.pop(b, None)
+        elif not 0 < port < 65536:
+            raise ValueError("port must be in 1..65535")
+        else:
+            self._redirects[b] = (host, port)
+
+    def dial_address(self, b: int, address: tuple[str, int]) -> tuple[str, int]:
+        """Where to dial node `b`, given the address the endpoint knows for it."""
+        return self._redirects.get(b, address)
