@@ -4,12 +4,15 @@ behind."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
 
 from copycat.errors import ProposalTimeoutError
 from copycat.host import Session
+
+from .conftest import consume_into, until
 
 if TYPE_CHECKING:
     from .conftest import Cluster
@@ -42,3 +45,33 @@ async def test_a_proposal_without_a_leader_times_out_typed(cluster: Cluster) -> 
     assert not group.waiters
     assert not session.in_flight
     assert group.retry_timer is None  # the retry heap ran dry: no timer left behind
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_waiting_proposals_go_to_a_new_leader_at_once(cluster: Cluster) -> None:
+    """A proposal forwarded to a leader that is then cut off is lost with it; once a
+    new leader shows, the proposer resends it at once, not after `proposal_retry_s`
+    (two minutes here: the wait below gives up long before), and it applies once."""
+    for node_id in (1, 2, 3):
+        await cluster.add(node_id, proposal_retry_s=120.0, proposal_timeout_s=240.0)
+    old = await cluster.start_group(GID, [1, 2, 3])
+    proposer = next(i for i in (1, 2, 3) if i != old)
+    host = cluster.hosts[proposer]
+    await host.propose(GID, Session(), b"before")  # the proposer knows the old leader
+    for other in (1, 2, 3):
+        if other != old:
+            cluster.faults.cut(old, other)
+    session = Session()
+    async with asyncio.timeout(30):
+        await host.propose(GID, session, b"after")
+    assert host.groups[GID].raw.leader_id not in (0, old)
+    assert host.counters["proposals_resent_new_leader"] >= 1
+    state: list[bytes] = []
+    consumer = consume_into(host.attach_feed(GID, lambda: b""), state)
+    try:
+        await until(lambda: b"after" in state)
+        assert state.count(b"after") == 1
+        assert state.count(b"before") == 1
+    finally:
+        consumer.cancel()

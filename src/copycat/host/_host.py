@@ -68,6 +68,7 @@ from copycat.raft import (
     EntryKind,
     HardState,
     InstallSnapshot,
+    Propose,
     RaftConfig,
     RawNode,
     Role,
@@ -363,9 +364,12 @@ class _Group:
         "heard",
         "idle_ticks",
         "last_progress",
+        "leader_seen",
+        "leading_since",
         "log",
         "member",
         "opened_at",
+        "origins",
         "outbox",
         "quiet_since",
         "raw",
@@ -401,6 +405,14 @@ class _Group:
         """`campaign` was asked before the member knew its configuration (a new group's
         bootstrap entries are applied by the next cycle): campaign once it does."""
         self.last_progress: tuple[int, int, int] = (0, 0, 0)
+        self.leader_seen = 0
+        """The last leader this member knew (0: none yet): when another one shows, the
+        proposals still waiting are resent to it at once, not after `proposal_retry_s`."""
+        self.leading_since = 0.0
+        """When this member last became the leader (loop time; meaningful while it is)."""
+        self.origins: dict[int, int] = {}
+        """While this member leads: proposals received per node they came from (this
+        node's own included), since `Host.take_origins` last read them."""
         self.changed = asyncio.Event()
         """Set whenever the group applies entries (membership waits on it)."""
         self.confs: list[tuple[int, ConfState | None]] = [(self.applied, raw.conf_state())]
@@ -542,7 +554,10 @@ class Host:
             "snapshots_sent": 0,
             "snapshots_received": 0,
             "snapshots_taken": 0,
+            "proposals_resent_new_leader": 0,
         }
+        self._with_origins: set[int] = set()
+        """Groups led here whose `origins` counted proposals (see `take_origins`)."""
         endpoint.set_message_handler(self._on_messages)
         endpoint.set_unreachable_handler(self._on_unreachable)
         endpoint.set_snapshot_handler(self._on_snapshot)
@@ -708,6 +723,10 @@ class Host:
                 continue
             if group.outbox:
                 batch_items, group.outbox = group.outbox, []
+                if group.raw.is_leader():
+                    own = self.config.node_id
+                    group.origins[own] = group.origins.get(own, 0) + len(batch_items)
+                    self._with_origins.add(gid)
                 try:
                     group.raw.propose_many(batch_items)
                 except ProposalError:
@@ -768,6 +787,8 @@ class Host:
             if group.campaign_wanted and group.raw.promotable():
                 group.campaign_wanted = False
                 group.raw.campaign()
+            if rd.soft_state is not None and rd.soft_state.leader_id:
+                self._leader_known(group, rd.soft_state.leader_id)
             if group.raw.has_ready() or (
                 group.outbox and rd.soft_state is not None and rd.soft_state.leader_id
             ):
@@ -775,6 +796,45 @@ class Host:
         if self._dirty and not self._cycle_scheduled:
             self._cycle_scheduled = True
             asyncio.get_running_loop().call_soon(self._run_cycle)
+
+    def _leader_known(self, group: _Group, leader: int) -> None:
+        """`leader` leads `group` now: when it is not the leader seen before, resend every
+        proposal still waiting (those forwarded to a leader that died are lost with it;
+        the resend carries the same session and sequence, so none applies twice)."""
+        previous, group.leader_seen = group.leader_seen, leader
+        if previous == leader:
+            return
+        group.origins.clear()
+        if leader == self.config.node_id:
+            group.leading_since = asyncio.get_running_loop().time()
+        if previous == 0:
+            return
+        waiting = [p for _, _, p in group.retries if not p.fut.done()]
+        for p in waiting:
+            self._queue_proposal(group, p)
+        if waiting:
+            self.counters["proposals_resent_new_leader"] += len(waiting)
+
+    def take_origins(self, gid: int) -> dict[int, int]:
+        """Proposals the leader of `gid` received per origin node since the last call
+        (empty when this node does not lead it), and start counting again."""
+        self._with_origins.discard(gid)
+        group = self.groups.get(gid)
+        if group is None:
+            return {}
+        origins, group.origins = group.origins, {}
+        return origins if group.raw.is_leader() else {}
+
+    def groups_with_origins(self) -> list[int]:
+        """Groups that counted proposals since `take_origins` last read them."""
+        return list(self._with_origins)
+
+    def leading_for(self, gid: int) -> float | None:
+        """Seconds since this node became the leader of `gid`; None unless it leads."""
+        group = self.groups.get(gid)
+        if group is None or not group.raw.is_leader():
+            return None
+        return asyncio.get_running_loop().time() - group.leading_since
 
     def _send(self, group: _Group, rd: Ready) -> None:
         endpoint = self.endpoint
@@ -937,6 +997,9 @@ class Host:
             group.heard[peer] = now
             if gid not in self._awake:
                 self.wake(gid)  # first: its quiet time counts when it judges a vote
+            if isinstance(message, Propose) and group.raw.is_leader():
+                group.origins[peer] = group.origins.get(peer, 0) + len(message.entries)
+                self._with_origins.add(gid)
             group.raw.step(message)
             self._mark(gid)
 
