@@ -57,8 +57,12 @@ class HostConfig:
     """`propose` gives up after this many seconds with `ProposalTimeoutError` (outcome
     unknown: it may still commit, once)."""
 
-    max_in_flight_proposals: int = 4096
-    """Proposals one session may have uncommitted at once; `propose` waits beyond it."""
+    max_in_flight_proposals: int = 16_384
+    """Proposals one session may have uncommitted at once; `propose` waits beyond it.
+    A session's throughput is at most this many per commit latency, and a proposal from a
+    follower's node takes 2 round trips: 16,384 keeps about 27,000 proposals/s flowing
+    at 150 ms RTT (the bandwidth-delay product of one group), at a few hundred bytes of
+    memory each."""
 
     max_msg_bytes: int = 1 << 20
     """Entries per append message, in bytes (raft `max_msg_bytes`)."""
