@@ -140,6 +140,24 @@ INVALID: list[tuple[str, dict[str, object]]] = [
     ("port", {"port": True}),
     ("gossip_port", {"gossip_port": 70000}),
     ("gossip_port", {"port": 7000, "gossip_port": 7000}),
+    ("bind_host", {"bind_host": ""}),
+    ("bind_host", {"bind_host": "bad host"}),
+    ("bind_host", {"bind_host": "[::1]"}),
+    ("bind_host", {"bind_host": "b" * 191}),
+    ("bind_host", {"bind_host": 127}),
+    ("advertise_port", {"advertise_port": 0}),
+    ("advertise_port", {"advertise_port": 65536}),
+    ("advertise_port", {"advertise_port": "7458"}),
+    ("advertise_port", {"advertise_port": True}),
+    ("advertise_gossip_port", {"advertise_gossip_port": 0}),
+    ("advertise_gossip_port", {"advertise_gossip_port": 70000}),
+    ("advertise_gossip_port", {"advertise_gossip_port": 7459.0}),
+    # kinship publishes before it binds: it cannot publish a port the OS picks
+    ("advertise_gossip_port", {"bind_host": "127.0.0.2", "gossip_port": 0}),
+    # the two published ports collide on `hostname`
+    ("advertise_gossip_port", {"advertise_port": 7459}),
+    ("advertise_gossip_port", {"advertise_gossip_port": 7458}),
+    ("advertise_gossip_port", {"advertise_port": 9000, "advertise_gossip_port": 9000}),
     ("data_dir", {"data_dir": ""}),
     ("peers_to_contact", {"peers_to_contact": "127.0.0.1:7459"}),
     ("peers_to_contact", {"peers_to_contact": ["127.0.0.1"]}),
@@ -173,6 +191,13 @@ INVALID: list[tuple[str, dict[str, object]]] = [
     ("tls_bind_node_id", {"tls_bind_node_id": True}),  # without the TLS files
     ("gossip_preset", {"gossip_preset": "fast"}),
     ("gossip_preset", {"hostname": "10.0.0.1", "gossip_keys": [KEY]}),
+    # the loopback rule judges the bind address too: a wildcard is not loopback ...
+    ("gossip_preset", {"bind_host": "0.0.0.0", "gossip_keys": [KEY]}),
+    ("gossip_preset", {"bind_host": "::", "hostname": "::1", "gossip_keys": [KEY]}),
+    ("gossip_keys", {"bind_host": "0.0.0.0", "gossip_preset": "lan"}),
+    # ... nor a loopback bind that publishes another address (peers reach it from elsewhere)
+    ("gossip_preset", {"bind_host": "127.0.0.1", "hostname": "10.0.0.5", "gossip_keys": [KEY]}),
+    ("gossip_keys", {"bind_host": "127.0.0.1", "hostname": "10.0.0.5", "gossip_preset": "lan"}),
     ("durable", {"durable": "yes"}),
     ("tick_interval_s", {"tick_interval_s": 0}),
     ("tick_interval_s", {"tick_interval_s": -0.1}),
@@ -224,6 +249,17 @@ VALID: list[dict[str, object]] = [
     {"hostname": "10.0.0.5", "gossip_keys": [KEY, KEY2], "gossip_preset": "wan"},
     {"hostname": "fe80::1", "gossip_keys": [KEY], "gossip_preset": "lan"},
     {"peers_to_contact": ["10.0.0.1:7459", "[fe80::1]:7459", "node-2:7459"]},
+    {"bind_host": "0.0.0.0", "hostname": "10.0.0.5", "gossip_keys": [KEY], "gossip_preset": "lan"},
+    {"bind_host": "::", "hostname": "fe80::1", "gossip_keys": [KEY], "gossip_preset": "wan"},
+    {"bind_host": "0.0.0.0", "insecure_plaintext_gossip": True, "gossip_preset": "lan"},
+    {"bind_host": "node-1.internal", "gossip_keys": [KEY], "gossip_preset": "lan"},
+    {"bind_host": "127.0.0.2", "hostname": "localhost"},  # both loopback: "local" is fine
+    {"bind_host": "127.0.0.1", "gossip_port": 0},  # the same address: nothing published apart
+    {"bind_host": "127.0.0.2", "gossip_port": 0, "advertise_gossip_port": 17459},
+    {"port": 0, "advertise_port": 17458},
+    {"advertise_port": 17458, "advertise_gossip_port": 17459},
+    {"advertise_gossip_port": 7459},
+    {"port": 0, "gossip_port": 0, "advertise_port": 65535, "advertise_gossip_port": 1},
     {"node_id": 1},
     {"node_id": (1 << 63) - 1},
     {"tls_ca_file": "ca.pem", "tls_cert_file": "n.pem", "tls_key_file": "n.key"},
@@ -352,6 +388,9 @@ def test_from_env_reads_every_field() -> None:
         "COPYCAT_HOSTNAME": "10.0.0.5",
         "COPYCAT_PORT": "17458",
         "COPYCAT_GOSSIP_PORT": "17459",
+        "COPYCAT_BIND_HOST": "0.0.0.0",
+        "COPYCAT_ADVERTISE_PORT": "27458",
+        "COPYCAT_ADVERTISE_GOSSIP_PORT": "27459",
         "COPYCAT_DATA_DIR": "/var/lib/copycat",
         "COPYCAT_PEERS_TO_CONTACT": "10.0.0.1:7459 10.0.0.2:7459,[fe80::1]:7459",
         "COPYCAT_DATA_CENTER": "eu-1",
@@ -381,6 +420,9 @@ def test_from_env_reads_every_field() -> None:
         hostname="10.0.0.5",
         port=17458,
         gossip_port=17459,
+        bind_host="0.0.0.0",
+        advertise_port=27458,
+        advertise_gossip_port=27459,
         data_dir="/var/lib/copycat",
         peers_to_contact=("10.0.0.1:7459", "10.0.0.2:7459", "[fe80::1]:7459"),
         data_center="eu-1",
@@ -410,6 +452,15 @@ def test_from_env_empty_optional_values_keep_the_base() -> None:
     c = Config.from_env(environ={"COPYCAT_NODE_ID": "", "COPYCAT_TLS_CA_FILE": " "})
     assert c.node_id is None
     assert c.tls_ca_file is None
+    empty = {
+        "COPYCAT_BIND_HOST": "",
+        "COPYCAT_ADVERTISE_PORT": " ",
+        "COPYCAT_ADVERTISE_GOSSIP_PORT": "",
+    }
+    c = Config.from_env(environ=empty)
+    assert (c.bind_host, c.advertise_port, c.advertise_gossip_port) == (None, None, None)
+    base = Config(advertise_port=17458)
+    assert Config.from_env(environ=empty, base=base) == base
 
 
 def test_from_env_starts_from_a_base_and_takes_a_prefix() -> None:
@@ -426,6 +477,11 @@ def test_from_env_starts_from_a_base_and_takes_a_prefix() -> None:
         ({"COPYCAT_NODE_ID": "0x10"}, "node_id"),
         ({"COPYCAT_TICK_INTERVAL_S": "fast"}, "tick_interval_s"),
         ({"COPYCAT_DURABLE": "maybe"}, "durable"),
+        ({"COPYCAT_ADVERTISE_PORT": "http"}, "advertise_port"),
+        ({"COPYCAT_ADVERTISE_PORT": "0"}, "advertise_port"),
+        ({"COPYCAT_ADVERTISE_GOSSIP_PORT": "-1"}, "advertise_gossip_port"),
+        ({"COPYCAT_BIND_HOST": "not a host"}, "bind_host"),
+        ({"COPYCAT_BIND_HOST": "0.0.0.0"}, "gossip_preset"),  # a wildcard is not loopback
         ({"COPYCAT_GOSSIP_PRESET": "lan"}, "gossip_keys"),
         ({"COPYCAT_GOSIP_PORT": "7459"}, "COPYCAT_GOSIP_PORT"),
     ],
@@ -464,6 +520,7 @@ def test_transport_config_maps_address_cluster_tls_and_compression() -> None:
     )
     assert t.tls == TLSConfig(ca_file="ca.pem", cert_file="n.pem", key_file="n.key")
     assert Config().transport_config(9).tls is None
+    assert Config(bind_host="127.0.0.2").transport_config(9).host == "127.0.0.2"
 
 
 def test_membership_config_maps_gossip_identity_and_placement_labels() -> None:
@@ -487,6 +544,105 @@ def test_membership_config_maps_gossip_identity_and_placement_labels() -> None:
     assert m.insecure_plaintext is False
     plain = Config(hostname="10.0.0.5", gossip_preset="lan", insecure_plaintext_gossip=True)
     assert plain.membership_config(9).insecure_plaintext is True
+
+
+def test_bind_host_is_bound_and_hostname_published_with_the_advertised_ports() -> None:
+    c = Config.lan(
+        hostname="10.0.0.5",
+        bind_host="0.0.0.0",
+        port=7458,
+        gossip_port=7459,
+        advertise_port=30458,
+        advertise_gossip_port=30459,
+        gossip_keys=[KEY],
+    )
+    t = c.transport_config(9)
+    assert (t.host, t.port) == ("0.0.0.0", 7458)  # what the transport listens on
+    m = c.membership_config(9)
+    assert (m.gossip_host, m.gossip_port) == ("0.0.0.0", 7459)  # what gossip binds
+    assert m.gossip_advertise == "10.0.0.5:30459"  # what gossip publishes
+    assert m.transport_address == "10.0.0.5:30458"  # what raft peers dial
+    assert c.membership_config(9, transport_port=7458).transport_address == "10.0.0.5:30458"
+
+
+def test_published_ports_default_to_the_bound_ones() -> None:
+    c = Config.lan(hostname="10.0.0.5", bind_host="0.0.0.0", gossip_keys=[KEY])
+    m = c.membership_config(9)
+    assert (m.gossip_host, m.gossip_port, m.gossip_advertise) == ("0.0.0.0", 7459, "10.0.0.5:7459")
+    assert m.transport_address == "10.0.0.5:7458"
+    # The port the OS picked for the transport is published when none is advertised.
+    picked = Config.lan(hostname="10.0.0.5", bind_host="0.0.0.0", port=0, gossip_keys=[KEY])
+    assert picked.transport_config(9).port == 0
+    assert picked.membership_config(9, transport_port=40123).transport_address == "10.0.0.5:40123"
+    # An advertised transport port needs no bound port: it is what is published.
+    fixed = Config(port=0, advertise_port=17458)
+    assert fixed.membership_config(9).transport_address == "127.0.0.1:17458"
+
+
+def test_gossip_is_advertised_apart_only_when_the_address_differs() -> None:
+    assert Config().membership_config(9).gossip_advertise is None
+    same = Config(hostname="127.0.0.1", bind_host="127.0.0.1", gossip_port=0)
+    assert same.membership_config(9, transport_port=1).gossip_advertise is None
+    assert Config(advertise_gossip_port=7459).membership_config(9).gossip_advertise is None
+    moved = Config(advertise_gossip_port=17459).membership_config(9)
+    assert (moved.gossip_host, moved.gossip_port) == ("127.0.0.1", 7459)
+    assert moved.gossip_advertise == "127.0.0.1:17459"
+    picked = Config(bind_host="127.0.0.2", gossip_port=0, advertise_gossip_port=17459)
+    assert picked.membership_config(9).gossip_advertise == "127.0.0.1:17459"
+    six = Config.lan(hostname="fe80::1", bind_host="::", gossip_keys=[KEY])
+    m = six.membership_config(9)
+    assert (m.gossip_host, m.gossip_advertise, m.transport_address) == (
+        "::",
+        "[fe80::1]:7459",
+        "[fe80::1]:7458",
+    )
+
+
+def test_gossip_port_0_apart_from_the_bind_is_refused_with_the_way_out() -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.local(hostname="127.0.0.11", bind_host="127.0.0.1")
+    assert info.value.field == "advertise_gossip_port"
+    assert "cannot publish a port the OS picks" in str(info.value)
+    assert "gossip_port" in str(info.value)
+
+
+LOOPBACK_RULE = [
+    # (hostname, bind_host, on loopback)
+    ("127.0.0.1", None, True),
+    ("localhost", None, True),
+    ("::1", None, True),
+    ("127.0.0.11", "127.0.0.1", True),
+    ("localhost", "::1", True),
+    ("10.0.0.5", None, False),
+    ("127.0.0.11", "0.0.0.0", False),  # a wildcard bind takes packets from every network
+    ("::1", "::", False),
+    ("127.0.0.1", "10.0.0.5", False),  # bound off loopback
+    ("10.0.0.5", "127.0.0.1", False),  # published off loopback: peers are elsewhere
+]
+
+
+@pytest.mark.parametrize(("hostname", "bind_host", "loopback"), LOOPBACK_RULE)
+def test_loopback_rule_judges_the_published_and_the_bound_address(
+    hostname: str, bind_host: str | None, loopback: bool
+) -> None:
+    """Plaintext gossip with the "local" preset is allowed exactly on loopback, and the
+    membership layer, judging its own bind and published address, agrees."""
+    if loopback:
+        c = Config(hostname=hostname, bind_host=bind_host)
+        assert c.gossip_preset == "local"
+        assert c.membership_config(9).preset == "local"
+    else:
+        with pytest.raises(ConfigError) as info:
+            Config(hostname=hostname, bind_host=bind_host)
+        assert info.value.field == "gossip_preset"
+        with pytest.raises(ConfigError) as info:
+            Config(hostname=hostname, bind_host=bind_host, gossip_preset="lan")
+        assert info.value.field == "gossip_keys"
+        c = Config.lan(hostname=hostname, bind_host=bind_host, gossip_keys=[KEY])
+        m = c.membership_config(9)
+        with pytest.raises(ConfigError) as info:
+            dataclasses.replace(m, preset="local", encryption_keys=())
+        assert info.value.field == "preset"
 
 
 def test_membership_config_needs_the_bound_port_when_the_os_picks_it() -> None:

@@ -78,6 +78,9 @@ class _ConfigKwargs(TypedDict, total=False):
     hostname: str
     port: int
     gossip_port: int
+    bind_host: str | None
+    advertise_port: int | None
+    advertise_gossip_port: int | None
     data_dir: str
     peers_to_contact: Sequence[str]
     data_center: str
@@ -120,10 +123,14 @@ class Config:
     # -- identity and addresses ---------------------------------------------------------
 
     hostname: str = "127.0.0.1"
-    """The address other nodes reach this node at, and the address it binds, for both the
-    CopyCat transport and gossip: an IP address (IPv6 without brackets) or a DNS name.
-    Default "127.0.0.1": one machine only. Must not be a wildcard address ("0.0.0.0",
-    "::"), since it is published to the other nodes. At most 190 characters."""
+    """The address other nodes reach this node at: what it publishes, for both the CopyCat
+    transport (in its gossip metadata) and gossip (its gossip address, the one others list
+    in `peers_to_contact`). It is also the address both listen on, unless `bind_host` is
+    set. An IP address (IPv6 without brackets) or a DNS name; the gossip layer (kinship)
+    takes IP addresses only, so give an IP address for a node that runs gossip. Default
+    "127.0.0.1": one machine only. Must not be a wildcard address ("0.0.0.0", "::"),
+    since other nodes dial it: bind a wildcard with `bind_host` instead. At most 190
+    characters."""
 
     port: int = 7458
     """TCP port of the CopyCat transport (raft messages, snapshots, control requests),
@@ -136,6 +143,35 @@ class Config:
     Default 7459. 0 lets the OS pick; other nodes then need the port it got in their
     `peers_to_contact`, and a node that restarts should keep its port (its old record
     holds its name at the old address until it expires)."""
+
+    bind_host: str | None = None
+    """The address both the transport (TCP `port`) and gossip (UDP and TCP `gossip_port`)
+    listen on, when it is not the published `hostname`: behind NAT, in a container or a
+    Kubernetes pod, where the address peers dial is not one this machine holds, or to
+    listen on every interface. An IP address (IPv6 without brackets), a DNS name, or a
+    wildcard ("0.0.0.0": every IPv4 interface, "::": every interface), unlike `hostname`;
+    kinship binds IP addresses only. Default None: bind `hostname`. Whatever sits between
+    (NAT, a port mapping, a proxy) must carry traffic for `hostname` and the published
+    ports to this address and the bound ports. A wider bind accepts traffic from more
+    networks: the loopback rule of `gossip_preset` and `gossip_keys` judges this address
+    as well as `hostname` (a wildcard is not loopback), and the transport warns when it
+    listens off loopback without TLS. At most 190 characters."""
+
+    advertise_port: int | None = None
+    """The transport port published to other nodes, 1 to 65535, when it is not the port
+    bound: a NAT or container port mapping, or a proxy in front of the node, forwards it
+    to `port`. Default None: publish the port the transport bound (`port`, or the one the
+    OS picked when `port` is 0). A wrong value leaves the node alive in gossip but
+    unreachable for raft, so its groups lose that replica until it is fixed."""
+
+    advertise_gossip_port: int | None = None
+    """The gossip port published to other nodes (the one they list in
+    `peers_to_contact`), 1 to 65535, when it is not the port bound: a mapping or proxy
+    forwards it, UDP and TCP, to `gossip_port`. Default None: publish the bound gossip
+    port. kinship publishes its address before it binds, so it cannot publish a port the
+    OS picks: with `bind_host` set to another address than `hostname` (gossip then
+    publishes `hostname` apart from its bind), `gossip_port` 0 needs this field set, or a
+    `ConfigError` says so. Must differ from the published transport port."""
 
     data_dir: str = "./copy-cat-db"
     """Directory of this node's durable state: the log store (raft logs, hard state,
@@ -196,9 +232,10 @@ class Config:
     gossip_keys: Sequence[str] = field(default=(), repr=False)
     """Gossip encryption keys: base64 text of 32 random bytes each (make one with
     `python -m kinship keygen`). The first encrypts, every one decrypts, which is how
-    keys rotate. Default (): gossip in plaintext, allowed only on loopback with the
-    "local" preset. Required otherwise, unless `insecure_plaintext_gossip` is set. Every
-    node of a cluster needs the same keys. Hidden from `repr()`."""
+    keys rotate. Default (): gossip in plaintext, allowed only on loopback (`hostname`
+    and `bind_host` both loopback; see `gossip_preset`) with the "local" preset. Required
+    otherwise, unless `insecure_plaintext_gossip` is set. Every node of a cluster needs
+    the same keys. Hidden from `repr()`."""
 
     insecure_plaintext_gossip: bool = False
     """Allow gossip without `gossip_keys` off loopback or with the "lan" or "wan" preset.
@@ -267,7 +304,15 @@ class Config:
     machine), "lan" (probe every 1 s: one data center), "wan" (probe every 5 s with slower
     suspicion: regions and flaky links). Default "local". Faster detection costs packets
     and more false suspicion on a loaded host. "lan" and "wan" need `gossip_keys` (or
-    `insecure_plaintext_gossip`)."""
+    `insecure_plaintext_gossip`).
+
+    The loopback rule, here and for `gossip_keys`: a node is on loopback when both the
+    address it publishes (`hostname`) and the address it listens on (`bind_host`, when
+    set) are loopback addresses ("localhost", 127.0.0.0/8, ::1). The bind says who can
+    send to the node (a wildcard "0.0.0.0" or "::" takes packets from every network, so
+    it is not loopback); the published address says where its peers are (a node that
+    publishes another address is reached from elsewhere, through whatever forwards to
+    its bind, and the "local" timing assumes loopback round trips)."""
 
     compression: Sequence[str] = ()
     """Transport compression codecs offered and accepted, in order of preference: "zstd"
@@ -291,13 +336,14 @@ class Config:
     def validate(self) -> None:
         """Raise `ConfigError` naming the first field that breaks its rule (run at
         construction; a `Config` that exists is valid)."""
-        _check_hostname(self.hostname)
+        _check_host("hostname", self.hostname, wildcard=False)
         _check_port("port", self.port)
         _check_port("gossip_port", self.gossip_port)
         if self.port != 0 and self.port == self.gossip_port:
             raise ConfigError(
                 "gossip_port", f"must differ from port ({self.port}) unless both are 0"
             )
+        self._validate_bind_and_advertise()
         if not isinstance(self.data_dir, str) or not self.data_dir:
             raise ConfigError("data_dir", "must be a non-empty path")
         for peer in self.peers_to_contact:
@@ -311,6 +357,67 @@ class Config:
             raise ConfigError("node_id", "must be None or an integer from 1 to 2**63 - 1")
         self._validate_security()
         self._validate_tuning()
+
+    def _validate_bind_and_advertise(self) -> None:
+        if self.bind_host is not None:
+            _check_host("bind_host", self.bind_host, wildcard=True)
+        for name in ("advertise_port", "advertise_gossip_port"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or not 1 <= value <= 65535):
+                raise ConfigError(name, "must be None or an integer from 1 to 65535")
+        if (
+            self._gossip_advertised_apart
+            and self.advertise_gossip_port is None
+            and self.gossip_port == 0
+        ):
+            raise ConfigError(
+                "advertise_gossip_port",
+                f"must be given when gossip_port is 0 and bind_host ({self.bind_host!r}) "
+                f"differs from hostname ({self.hostname!r}): the gossip layer publishes "
+                "its address before it binds, so it cannot publish a port the OS picks; "
+                "give a fixed gossip_port (or the published port here)",
+            )
+        transport = self.port if self.advertise_port is None else self.advertise_port
+        gossip = (
+            self.gossip_port if self.advertise_gossip_port is None else self.advertise_gossip_port
+        )
+        if (
+            (self.advertise_port is not None or self.advertise_gossip_port is not None)
+            and transport != 0
+            and transport == gossip
+        ):
+            raise ConfigError(
+                "advertise_gossip_port",
+                f"publishes the same port as the transport ({transport}) on {self.hostname!r}: "
+                "the two must differ",
+            )
+
+    @property
+    def _gossip_advertised_apart(self) -> bool:
+        """Whether gossip publishes another address than it binds (kinship's `advertise`)."""
+        moved_host = self.bind_host is not None and self.bind_host != self.hostname
+        moved_port = (
+            self.advertise_gossip_port is not None
+            and self.advertise_gossip_port != self.gossip_port
+        )
+        return moved_host or moved_port
+
+    @property
+    def _on_loopback(self) -> bool:
+        """The loopback rule (see `gossip_preset`): the published address and the bound
+        one are both loopback."""
+        return is_loopback(self.hostname) and (
+            self.bind_host is None or is_loopback(self.bind_host)
+        )
+
+    def _where(self) -> str:
+        """The addresses the loopback rule judged, for error messages."""
+        if self.bind_host is None:
+            return f"hostname is {self.hostname!r}"
+        return (
+            f"hostname is {self.hostname!r} with bind_host {self.bind_host!r} (both must be "
+            "loopback; a wildcard is not)"
+        )
 
     def _validate_security(self) -> None:
         tls = {
@@ -345,11 +452,11 @@ class Config:
             raise ConfigError("insecure_plaintext_gossip", "must be True or False")
         if self.gossip_preset not in GOSSIP_PRESETS:
             raise ConfigError("gossip_preset", f"must be one of {', '.join(GOSSIP_PRESETS)}")
-        loopback = is_loopback(self.hostname)
+        loopback = self._on_loopback
         if self.gossip_preset == "local" and not loopback:
             raise ConfigError(
                 "gossip_preset",
-                f"'local' runs on loopback only and hostname is {self.hostname!r}; "
+                f"'local' runs on loopback only and {self._where()}; "
                 "use 'lan' or 'wan' (Config.lan() or Config.wan())",
             )
         if (
@@ -498,7 +605,9 @@ class Config:
         * booleans as 1/0, true/false, yes/no or on/off (any case);
         * lists (`PEERS_TO_CONTACT`, `GOSSIP_KEYS`, `COMPRESSION`) separated by commas
           or whitespace, as the original's space-separated peer list;
-        * `COPYCAT_NODE_ID` empty or unset means "generate and persist".
+        * `COPYCAT_NODE_ID` empty or unset means "generate and persist"; the other
+          optional fields (`BIND_HOST`, `ADVERTISE_PORT`, `ADVERTISE_GOSSIP_PORT`, the TLS
+          files) empty keep the base's value, None by default.
 
         A variable behind `prefix` that names no field raises `ConfigError` (a typo must
         not silently fall back to a default), as does a value that does not parse.
@@ -550,10 +659,16 @@ class Config:
             raise ConfigError("node_id", f"the config says {self.node_id} but {node_id} was passed")
         return node_id
 
+    @property
+    def _bound_host(self) -> str:
+        """The address the transport and gossip listen on: `bind_host`, else `hostname`."""
+        return self.hostname if self.bind_host is None else self.bind_host
+
     def transport_config(self, node_id: int | None = None) -> TransportConfig:
-        """The transport endpoint's settings: binds `hostname:port`, the cluster name,
-        mutual TLS when the TLS files are set, and `compression`. Every other knob keeps
-        the transport's default. `node_id` as in `resolve_node_id`."""
+        """The transport endpoint's settings: binds `bind_host:port` (`bind_host`, else
+        `hostname`; the published port is `membership_config`'s business), the cluster
+        name, mutual TLS when the TLS files are set, and `compression`. Every other knob
+        keeps the transport's default. `node_id` as in `resolve_node_id`."""
         from copycat.transport import TLSConfig, TransportConfig
 
         tls = None
@@ -569,7 +684,7 @@ class Config:
         return TransportConfig(
             node_id=self.resolve_node_id(node_id),
             cluster_name=self.cluster_name,
-            host=self.hostname,
+            host=self._bound_host,
             port=self.port,
             tls=tls,
             compression=tuple(self.compression),
@@ -578,33 +693,50 @@ class Config:
     def membership_config(
         self, node_id: int | None = None, *, transport_port: int | None = None
     ) -> MembershipConfig:
-        """The membership layer's settings: gossip on `hostname:gossip_port`, the peers,
-        keys, preset, cluster name, data center and rack, and the transport address it
-        publishes (`hostname:port`).
+        """The membership layer's settings: the peers, keys, preset, cluster name, data
+        center and rack, and the addresses:
+
+        * gossip binds `bind_host:gossip_port` (`bind_host`, else `hostname`);
+        * gossip publishes `hostname:(advertise_gossip_port or the bound gossip port)`,
+          passed as `gossip_advertise` when it differs from the bind (else None: kinship
+          publishes what it bound, the OS-picked port included);
+        * the transport address published is `hostname:(advertise_port or the bound
+          transport port)`.
 
         `transport_port` is the port the transport actually bound: required when `port`
-        is 0 (the OS picked it), ignored otherwise unless given. `node_id` as in
-        `resolve_node_id`.
+        is 0 (the OS picked it) and `advertise_port` is None, ignored otherwise unless
+        given. `node_id` as in `resolve_node_id`.
         """
         from copycat.membership import MembershipConfig
 
         bound = self.port if transport_port is None else transport_port
-        if bound == 0:
+        if transport_port is not None:
+            _check_port("transport_port", transport_port)
+        published = bound if self.advertise_port is None else self.advertise_port
+        if published == 0:
             raise ConfigError(
                 "port",
                 "is 0 (the OS picks it): pass transport_port, the port the transport bound, "
                 "so other nodes can reach it",
             )
-        _check_port("transport_port", bound)
+        gossip_advertise = None
+        if self._gossip_advertised_apart:
+            gossip_port = (
+                self.gossip_port
+                if self.advertise_gossip_port is None
+                else self.advertise_gossip_port
+            )
+            gossip_advertise = _join_host_port(self.hostname, gossip_port)
         return MembershipConfig(
             node_id=self.resolve_node_id(node_id),
-            gossip_host=self.hostname,
+            gossip_host=self._bound_host,
             gossip_port=self.gossip_port,
+            gossip_advertise=gossip_advertise,
             peers_to_contact=tuple(self.peers_to_contact),
             cluster_name=self.cluster_name,
             encryption_keys=tuple(self.gossip_keys),
             preset=self.gossip_preset,
-            transport_address=_join_host_port(self.hostname, bound),
+            transport_address=_join_host_port(self.hostname, published),
             data_center=self.data_center,
             rack=self.rack,
             insecure_plaintext=self.insecure_plaintext_gossip,
@@ -690,25 +822,27 @@ def _check_label(name: str, value: object) -> None:
         raise ConfigError(name, "must hold printable characters only")
 
 
-def _check_hostname(value: object) -> None:
+def _check_host(name: str, value: object, *, wildcard: bool) -> None:
+    """An IP address (IPv6 without brackets) or a DNS name of at most 190 characters; a
+    wildcard ("0.0.0.0", "::") only when `wildcard` (a bind address, never a published one)."""
     if not isinstance(value, str) or not value:
-        raise ConfigError("hostname", "must be a non-empty IP address or DNS name")
+        raise ConfigError(name, "must be a non-empty IP address or DNS name")
     if len(value) > MAX_HOSTNAME_CHARS:
-        raise ConfigError("hostname", f"must be at most {MAX_HOSTNAME_CHARS} characters")
+        raise ConfigError(name, f"must be at most {MAX_HOSTNAME_CHARS} characters")
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
         if not _HOSTNAME_RE.match(value):
             raise ConfigError(
-                "hostname",
+                name,
                 f"{value!r} is neither an IP address (IPv6 without brackets) nor a DNS name",
             ) from None
         return
-    if address.is_unspecified:
+    if address.is_unspecified and not wildcard:
         raise ConfigError(
-            "hostname",
+            name,
             f"{value!r} is a wildcard address, which other nodes cannot dial; give the "
-            "address this node is reachable at",
+            "address this node is reachable at (and bind the wildcard with bind_host)",
         )
 
 
@@ -749,6 +883,8 @@ _INT_FIELDS: Final = frozenset(
     {
         "port",
         "gossip_port",
+        "advertise_port",
+        "advertise_gossip_port",
         "election_ticks",
         "snapshot_every_entries",
         "snapshot_keep_entries",
@@ -758,7 +894,17 @@ _INT_FIELDS: Final = frozenset(
 _FLOAT_FIELDS: Final = frozenset({"tick_interval_s", "proposal_timeout_s", "repair_grace_s"})
 _BOOL_FIELDS: Final = frozenset({"durable", "insecure_plaintext_gossip", "tls_bind_node_id"})
 _LIST_FIELDS: Final = frozenset({"peers_to_contact", "gossip_keys", "compression"})
-_OPTIONAL_FIELDS: Final = frozenset({"node_id", "tls_ca_file", "tls_cert_file", "tls_key_file"})
+_OPTIONAL_FIELDS: Final = frozenset(
+    {
+        "node_id",
+        "bind_host",
+        "advertise_port",
+        "advertise_gossip_port",
+        "tls_ca_file",
+        "tls_cert_file",
+        "tls_key_file",
+    }
+)
 
 
 def _parse_env(name: str, variable: str, text: str) -> object:

@@ -164,6 +164,8 @@ class CopyCat:
         self._rejoins: dict[int, asyncio.Task[None]] = {}
         self._published: dict[int, int] = {}
         """The directory group id last published for each group hosted here."""
+        self._published_address = ""
+        """The transport address other nodes dial, once started (see `address`)."""
         self._split_with: dict[int, tuple[int, ...]] = {}
         """Groups seen split: the nodes hosting the other group under the same id."""
 
@@ -211,6 +213,7 @@ class CopyCat:
         host = Host(cfg.host_config(self.node_id), store, endpoint, recall=tombstones.retired)
         self._host = host
         membership_cfg = cfg.membership_config(self.node_id, transport_port=endpoint.address[1])
+        self._published_address = membership_cfg.transport_address
         membership = Membership(
             membership_cfg, gossip_factory=world.gossip, seed=world.random_bytes(16)
         )
@@ -329,11 +332,11 @@ class CopyCat:
 
     @property
     def address(self) -> str:
-        """This node's CopyCat transport address, "host:port" (the bound port when the
-        config asked for port 0)."""
-        _, endpoint, _ = self._parts()
-        host, port = endpoint.address
-        return f"{host}:{port}"
+        """This node's CopyCat transport address as published to the other nodes,
+        "host:port" (`hostname`, and `advertise_port` or the port bound, which the OS
+        picked when the config asked for port 0); `bind_host` may differ."""
+        self._parts()
+        return self._published_address
 
     @property
     def gossip_address(self) -> str:

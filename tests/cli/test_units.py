@@ -111,6 +111,56 @@ def test_lan_preset_needs_keys_and_takes_them_from_a_file(tmp_path: Path) -> Non
     assert config.insecure_plaintext_gossip is False
 
 
+def test_bind_and_advertise_flags_set_their_fields() -> None:
+    args = _node_args(
+        "--preset",
+        "lan",
+        "--hostname",
+        "10.1.2.3",
+        "--bind-host",
+        "0.0.0.0",
+        "--advertise-port",
+        "30458",
+        "--advertise-gossip-port",
+        "30459",
+        "--gossip-keys",
+        KEY,
+    )
+    config = build_config(args, {})
+    assert (config.hostname, config.bind_host) == ("10.1.2.3", "0.0.0.0")
+    assert (config.advertise_port, config.advertise_gossip_port) == (30458, 30459)
+    assert config.transport_config(1).host == "0.0.0.0"
+    assert config.membership_config(1).transport_address == "10.1.2.3:30458"
+    # The environment sets them too, and a flag beats it.
+    env = {"COPYCAT_BIND_HOST": "127.0.0.2", "COPYCAT_ADVERTISE_PORT": "9000"}
+    from_env = build_config(_node_args("--advertise-port", "9100"), env)
+    assert (from_env.bind_host, from_env.advertise_port) == ("127.0.0.2", 9100)
+
+
+def test_a_wildcard_bind_on_the_default_preset_names_the_rule_and_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["node", "--bind-host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert "gossip_preset: 'local' runs on loopback only" in err
+    assert "bind_host '0.0.0.0'" in err
+    assert main(["node", "--advertise-gossip-port", "0"]) == 2
+    assert "(set by --advertise-gossip-port or COPYCAT_ADVERTISE_GOSSIP_PORT)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_hostname_help_says_it_is_published_and_bound_unless_bind_host(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["node", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "address published to other nodes; also bound unless --bind-host" in out
+    for flag in ("--bind-host", "--advertise-port", "--advertise-gossip-port"):
+        assert flag in out
+
+
 def test_environment_alone_configures_a_node() -> None:
     config = build_config(_node_args(), {"COPYCAT_NODE_ID": "42", "COPYCAT_DURABLE": "off"})
     assert (config.node_id, config.durable, config.port) == (42, False, 7458)

@@ -43,6 +43,9 @@ _FLAG_FIELDS: Final = {
     "hostname": "hostname",
     "port": "port",
     "gossip_port": "gossip_port",
+    "bind_host": "bind_host",
+    "advertise_port": "advertise_port",
+    "advertise_gossip_port": "advertise_gossip_port",
     "data_dir": "data_dir",
     "peers": "peers_to_contact",
     "data_center": "data_center",
@@ -74,9 +77,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("local", "lan", "wan"),
         help="start from Config.local()/lan()/wan() instead of Config.default()",
     )
-    ident.add_argument("--hostname", help="address to bind and publish (default 127.0.0.1)")
+    ident.add_argument(
+        "--hostname",
+        help="address published to other nodes; also bound unless --bind-host (default 127.0.0.1)",
+    )
     ident.add_argument("--port", type=int, help="CopyCat transport port (default 7458)")
     ident.add_argument("--gossip-port", type=int, help="gossip port (default 7459)")
+    ident.add_argument(
+        "--bind-host",
+        help="address the transport and gossip listen on, for example 0.0.0.0 in a "
+        "container (default: --hostname)",
+    )
+    ident.add_argument(
+        "--advertise-port",
+        type=int,
+        help="transport port published to other nodes, when a mapping forwards it to "
+        "--port (default: the bound port)",
+    )
+    ident.add_argument(
+        "--advertise-gossip-port",
+        type=int,
+        help="gossip port published to other nodes, when a mapping forwards it to "
+        "--gossip-port (default: the bound port)",
+    )
     ident.add_argument("--data-dir", help="this node's data directory (default ./copy-cat-db)")
     ident.add_argument(
         "--peers",

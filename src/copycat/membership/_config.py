@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -73,13 +74,32 @@ class MembershipConfig:
     processes with the same id conflict and the newer is ignored by the cluster."""
 
     gossip_host: str = "127.0.0.1"
-    """Address the gossip endpoint binds (UDP and TCP). Default loopback. Any address
-    other than loopback needs `encryption_keys` and the `lan` or `wan` preset."""
+    """Address the gossip endpoint binds (UDP and TCP): an IP address, or a wildcard
+    ("0.0.0.0", "::") to listen on every interface. Default loopback. It is also the
+    address published unless `gossip_advertise` is set. Off loopback (see
+    `gossip_advertise` for the rule) gossip needs `encryption_keys` and the `lan` or
+    `wan` preset."""
 
     gossip_port: int = 7459
     """Port of the gossip endpoint, 0 to 65535. Default 7459. 0 lets the OS pick (read it
     back from `Membership.gossip_address`); a node that restarts should keep its port, or
     its old run's record holds its name at the old address until it expires."""
+
+    gossip_advertise: str | None = None
+    """The gossip address published to the other nodes ("host:port", IPv6 in brackets),
+    when it is not the bound `gossip_host:gossip_port`: behind NAT or a port mapping, in
+    a container, or with a wildcard bind. Default None: publish the bound address (with
+    the port the OS picked when `gossip_port` is 0). kinship takes an IP address here and
+    publishes the port as given, before it binds, so the port is 1 to 65535 (never the
+    OS's pick) and must lead, through whatever forwards it, to the bound port. This is
+    the address `Membership.gossip_address` reports and other nodes list in
+    `peers_to_contact`; listed in this node's own `peers_to_contact`, it is skipped as
+    this node. At most 200 UTF-8 bytes.
+
+    The loopback rule of `preset` and `encryption_keys` judges both addresses: gossip is
+    on loopback when `gossip_host` is loopback and so is this one when set. The bind says
+    who can send to the node (a wildcard is not loopback); the published address says
+    where its peers are."""
 
     peers_to_contact: tuple[str, ...] = ()
     """Gossip addresses ("host:port") of nodes already in the cluster. Default (): this
@@ -188,6 +208,8 @@ class MembershipConfig:
             or not 0 <= self.gossip_port <= 65535
         ):
             raise ConfigError("gossip_port", "must be an integer from 0 to 65535")
+        if self.gossip_advertise is not None:
+            self._check_advertise()
         if isinstance(self.peers_to_contact, str) or not isinstance(self.peers_to_contact, tuple):
             raise ConfigError("peers_to_contact", "must be a tuple of 'host:port' strings")
         for peer in self.peers_to_contact:
@@ -199,9 +221,12 @@ class MembershipConfig:
             raise ConfigError("encryption_keys", "must be a tuple of keys (bytes or base64 text)")
         if self.preset not in PRESETS:
             raise ConfigError("preset", f"must be one of {', '.join(PRESETS)}")
-        loopback = is_loopback(self.gossip_host)
-        if self.preset == "local" and not loopback:
-            raise ConfigError("preset", "'local' binds loopback only; use 'lan' or 'wan'")
+        if self.preset == "local" and not self._on_loopback:
+            raise ConfigError(
+                "preset",
+                "'local' runs on loopback only (gossip_host, and gossip_advertise when set); "
+                "use 'lan' or 'wan'",
+            )
         if not self.encryption_keys and not self.insecure_plaintext and self.preset != "local":
             raise ConfigError(
                 "encryption_keys",
@@ -233,6 +258,33 @@ class MembershipConfig:
         self._check_int("max_entries_per_node", 1, 1 << 32)
         self._check_int("max_concurrent_syncs", 1, 1024)
         self._check_int("event_buffer", 1, 1 << 24)
+
+    def _check_advertise(self) -> None:
+        if not isinstance(self.gossip_advertise, str):
+            raise ConfigError("gossip_advertise", "must be None or 'host:port'")
+        host, _ = _split_host_port("gossip_advertise", self.gossip_advertise)
+        _check_label("gossip_advertise", self.gossip_advertise, MAX_ADDRESS_BYTES)
+        try:
+            wildcard = ipaddress.ip_address(host).is_unspecified
+        except ValueError:
+            wildcard = False
+        if wildcard:
+            raise ConfigError(
+                "gossip_advertise",
+                f"{self.gossip_advertise!r} is a wildcard address, which other nodes cannot "
+                "dial; publish the address this node is reachable at",
+            )
+
+    @property
+    def _on_loopback(self) -> bool:
+        """Whether gossip runs on loopback only: `gossip_host` is a loopback address, and
+        so is `gossip_advertise` when set (the rule of `preset` and `encryption_keys`)."""
+        if not is_loopback(self.gossip_host):
+            return False
+        if self.gossip_advertise is None:
+            return True
+        host, _ = _split_host_port("gossip_advertise", self.gossip_advertise)
+        return is_loopback(host)
 
     def _check_int(self, name: str, low: int, high: int) -> None:
         value = getattr(self, name)

@@ -173,6 +173,10 @@ def _event(e: kinship.Event) -> GossipEvent | None:
     return None  # broadcasts: CopyCat sends none, so one is ignored
 
 
+def _unbracket(host: str) -> str:
+    return host.removeprefix("[").removesuffix("]")
+
+
 async def _translate(stream: kinship.EventStream) -> AsyncIterator[GossipEvent]:
     async for raw in stream:
         event = _event(raw)
@@ -180,8 +184,14 @@ async def _translate(stream: kinship.EventStream) -> AsyncIterator[GossipEvent]:
             yield event
 
 
+_KINSHIP_FIELDS: dict[str, str] = {"bind": "gossip_host", "advertise": "gossip_advertise"}
+"""kinship's config field -> ours, where the names differ (for the errors it raises)."""
+
+
 def kinship_config(config: MembershipConfig, meta: Mapping[str, str]) -> kinship.Config:
-    """kinship's config for `config`: the preset, then our fields by name."""
+    """kinship's config for `config`: the preset, then our fields by name. kinship binds
+    `bind` and publishes `advertise` (None: what it bound), so `gossip_advertise` passes
+    through as it is."""
     presets = {
         "local": kinship.Config.local,
         "lan": kinship.Config.lan,
@@ -193,6 +203,7 @@ def kinship_config(config: MembershipConfig, meta: Mapping[str, str]) -> kinship
         return presets[config.preset](
             name=config.gossip_name,
             bind=bind,
+            advertise=config.gossip_advertise,
             seeds=[],  # joined by `join()` once Membership has subscribed to events
             cluster=config.cluster_name,
             keys=list(config.encryption_keys),
@@ -200,7 +211,8 @@ def kinship_config(config: MembershipConfig, meta: Mapping[str, str]) -> kinship
             insecure_plaintext=config.insecure_plaintext,
         )
     except kinship.ConfigError as exc:
-        raise ConfigError(exc.field or "gossip", str(exc)) from None
+        field = _KINSHIP_FIELDS.get(exc.field, exc.field) if exc.field else "gossip"
+        raise ConfigError(field, str(exc)) from None
 
 
 @final
@@ -259,13 +271,24 @@ class KinshipGossip:
         return Reachability.LISTENING
 
     def _is_own(self, port: int, ips: set[str]) -> bool:
-        """Whether (one of `ips`, `port`) is this node's gossip endpoint."""
-        local_host, _, local_port = self._cluster.local.addr.rpartition(":")
-        if str(port) != local_port:
-            return False
-        if local_host.removeprefix("[").removesuffix("]") in ips:
+        """Whether (one of `ips`, `port`) is this node's gossip endpoint: the address it
+        publishes (kinship's `local.addr`: `advertise` when set, else what it bound), or
+        the address it bound (the bind host itself, or a loopback address under a wildcard
+        bind) at the bound port. The bound port is `bind`'s, or the published one when
+        kinship publishes what it bound; with `advertise` set and `bind` at port 0 it is
+        unknown here (kinship does not report it) and only the published address counts."""
+        published_host, _, published_port = self._cluster.local.addr.rpartition(":")
+        if str(port) == published_port and _unbracket(published_host) in ips:
             return True
-        bind_host = self._config.bind.rpartition(":")[0].removeprefix("[").removesuffix("]")
+        bind_host, _, bind_port = self._config.bind.rpartition(":")
+        bound_port = int(bind_port)
+        if bound_port == 0 and self._config.advertise is None:
+            bound_port = int(published_port)
+        if bound_port == 0 or port != bound_port:
+            return False
+        bind_host = _unbracket(bind_host)
+        if bind_host in ips:
+            return True
         return bind_host in ("0.0.0.0", "::") and any(is_loopback(ip) for ip in ips)
 
     def local(self) -> GossipMember:
