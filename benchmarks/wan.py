@@ -26,8 +26,10 @@ Then, once, `snapshot`: a fourth node in a fourth data center subscribes to a gr
 whose state is `--snapshot-mb` MiB of random bytes (incompressible: the link's own
 speed), over links capped at `--snapshot-mbit` Mbit/s at `--snapshot-rtt-ms`; the time
 from `subscribe` to the loaded snapshot gives `mb_per_s` and its ratio to the link's
-ideal time (`ratio_to_ideal`), and `elections` counts terms gone by in the other group
-meanwhile.
+ideal time (`ratio_to_ideal`); meanwhile a proposer on the new node keeps proposing to
+another group across the same capped links, and `side_max_wait_s` is its longest wait
+for a commit (`side_commits_during` its commits), `elections` the terms gone by in
+that group.
 
 Gossip's UDP is not delayed (the emulator relays the transport only); gossip's own "wan"
 timing assumes slow links.
@@ -318,13 +320,19 @@ def run_snapshot(args: argparse.Namespace) -> dict[str, Any]:
                     wan.set_link(a, b, replace(wan.link_of(a, b), bandwidth_bytes_per_s=bandwidth))
             fourth.ask("subscribed", 120, op="subscribe", id=side)
             _, side_term = cluster.leader_of(side, [1, 2, 3])
+            fourth.ask("probing", op="probe", id=side)  # one at a time, across the capped link
             say(f"  snapshot: {args.snapshot_mb} MiB to dc4 at {args.snapshot_mbit} Mbit/s")
             subscribed = fourth.ask("subscribed", 120, op="subscribe", id=big)["at"]
             loaded = fourth.wait("loaded", args.snapshot_timeout)
+            acks = fourth.ask("probed", op="probe_stop", id=side)["acks"]
             took = loaded["at"] - subscribed
             size = loaded["bytes"]
             _, side_term_after = cluster.leader_of(side, [1, 2, 3])
             ideal = size / bandwidth
+            during = [t for t in acks if subscribed <= t <= loaded["at"]]
+            gaps = [
+                b - a for a, b in zip([subscribed, *during], [*during, loaded["at"]], strict=True)
+            ]
             return {
                 "mb": round(size / MIB, 1),
                 "mbit_per_s": args.snapshot_mbit,
@@ -333,6 +341,8 @@ def run_snapshot(args: argparse.Namespace) -> dict[str, Any]:
                 "mb_per_s": round(size / MIB / took, 2),
                 "ratio_to_ideal": round(took / ideal, 2),
                 "elections": side_term_after - side_term,
+                "side_commits_during": len(during),
+                "side_max_wait_s": round(max(gaps), 2),
             }
         finally:
             cluster.close()
@@ -357,7 +367,7 @@ def main() -> None:
     parser.add_argument("--skip-follow", action="store_true")
     args = parser.parse_args()
     results: dict[str, Any] = {"rtt": {}}
-    for text in args.rtts.split(","):
+    for text in filter(None, args.rtts.split(",")):
         rtt = float(text)
         say(f"rtt {rtt:g} ms")
         results["rtt"][f"{rtt:g}"] = run_rtt(rtt, args)
@@ -372,9 +382,10 @@ def main() -> None:
     results["nodes"] = 3
     results["concurrency"] = args.concurrency
     results["cpus"] = os.cpu_count()
-    results["median_failover_s"] = statistics.median(
-        f["failover_s"] for f in results["rtt"].values()
-    )
+    if results["rtt"]:
+        results["median_failover_s"] = statistics.median(
+            f["failover_s"] for f in results["rtt"].values()
+        )
     with contextlib.suppress(BrokenPipeError):
         print(json.dumps(results))
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 import threading
 from collections import deque
 from dataclasses import dataclass, replace
@@ -91,16 +92,26 @@ class WanEmulator:
 
     `window_bytes` bounds the bytes held per direction of a connection (the relay stops
     reading beyond it, so the sender feels the link's back pressure): 8 MiB, about
-    Linux's default maximum TCP window.
+    Linux's default maximum TCP window. A link with a bandwidth cap holds at most twice
+    its bandwidth-delay product (at least 64 KiB), as a bottleneck router's buffer
+    would, and the relay's sockets keep small kernel buffers (`socket_buffer_bytes`), so
+    that what waits for a slow link waits here, where the link's timing applies, not
+    in loopback's large buffers.
     """
 
     def __init__(
-        self, *, host: str = "127.0.0.1", seed: int = 0, window_bytes: int = 8 << 20
+        self,
+        *,
+        host: str = "127.0.0.1",
+        seed: int = 0,
+        window_bytes: int = 8 << 20,
+        socket_buffer_bytes: int = 64 << 10,
     ) -> None:
         if window_bytes < READ_BYTES:
             raise ValueError(f"window_bytes must be at least {READ_BYTES}")
         self.host = host
         self.window_bytes = window_bytes
+        self.socket_buffer_bytes = socket_buffer_bytes
         self._links: dict[tuple[int, int], Link] = {}
         self._random = random.Random(seed)
         self._loop = asyncio.new_event_loop()
@@ -219,6 +230,7 @@ class WanEmulator:
     ) -> None:
         self.connections += 1
         self._writers.add(down_writer)
+        self._shrink_buffers(down_writer)
         up_writer: asyncio.StreamWriter | None = None
         try:
             # The connection's setup crosses the link once each way (SYN, SYN-ACK).
@@ -229,6 +241,7 @@ class WanEmulator:
             except OSError:
                 return  # nothing listens there (the node is down): the dialer sees EOF
             self._writers.add(up_writer)
+            self._shrink_buffers(up_writer)
             await asyncio.gather(
                 self._pump(a, b, down_reader, up_writer),
                 self._pump(b, a, up_reader, down_writer),
@@ -238,6 +251,21 @@ class WanEmulator:
                 if w is not None:
                     self._writers.discard(w)
                     w.close()
+
+    def _window(self, a: int, b: int) -> int:
+        link = self.link_of(a, b)
+        if link.bandwidth_bytes_per_s is None:
+            return self.window_bytes
+        rtt = link.delay_s + self.link_of(b, a).delay_s
+        bdp = int(link.bandwidth_bytes_per_s * rtt)
+        return min(self.window_bytes, max(READ_BYTES, 2 * bdp))
+
+    def _shrink_buffers(self, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, option, self.socket_buffer_bytes)
 
     async def _wait_open(self, a: int, b: int) -> None:
         while self.link_of(a, b).cut:
@@ -259,7 +287,7 @@ class WanEmulator:
             link_free = 0.0
             last = 0.0
             while True:
-                while queued >= self.window_bytes:
+                while queued >= self._window(a, b):
                     room.clear()
                     await room.wait()
                 await self._wait_open(a, b)

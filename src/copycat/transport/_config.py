@@ -169,14 +169,24 @@ class TransportConfig:
     """Requests from one peer served at the same time; more are answered at once with
     the remote error "overloaded". Default 128."""
 
-    snapshot_chunk_bytes: int = 1 * MIB
-    """Bytes per snapshot chunk frame. Default 1 MiB. Smaller interleaves other groups'
-    messages more finely at the cost of per-chunk overhead. Must fit a frame."""
+    snapshot_chunk_bytes: int = 128 * KIB
+    """Bytes per snapshot chunk frame. Default 128 KiB. Other groups' messages share the
+    connection and may wait behind a chunk on the wire (about 0.1 s at 10 Mbit/s), so
+    smaller interleaves them more finely at the cost of per-chunk overhead. Must fit a
+    frame."""
 
-    snapshot_window_chunks: int = 4
+    snapshot_window_chunks: int = 128
     """Chunks a snapshot sender may have unacknowledged (credits the receiver grants).
-    Default 4. Memory per stream on each side is about window * chunk bytes; larger
-    fills long fat WAN pipes at the cost of that memory."""
+    Default 128 (16 MiB with the default chunk): enough for 1 Gbit/s at 130 ms RTT. The
+    sender keeps fewer in flight when the link is slower (`snapshot_queue_target_s`);
+    the receiver's memory per stream is at most window x chunk bytes."""
+
+    snapshot_queue_target_s: float = 0.025
+    """Queueing delay a snapshot stream may add on its path: the sender grows the chunks
+    it keeps in flight while the time a chunk takes to be acknowledged stays within this
+    (or a quarter of the path's own time, if more) of the least seen, and shrinks them
+    beyond. Default 25 ms, LEDBAT's target. Lower keeps other groups' heartbeats and
+    appends quicker during a transfer; higher may fill a jittery link better."""
 
     snapshot_timeout_s: float = 60.0
     """A snapshot stream with no progress (no chunk, credit or result) for this long
@@ -242,6 +252,7 @@ class TransportConfig:
             "reconnect_max_s",
             "request_timeout_s",
             "snapshot_timeout_s",
+            "snapshot_queue_target_s",
             "hostile_log_interval_s",
         ):
             value = getattr(self, name)

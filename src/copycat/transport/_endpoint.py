@@ -27,9 +27,11 @@ Contract with the host (also in docs/wire.md):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
+import math
 import random
 import re
 import socket
@@ -265,11 +267,63 @@ class _Peer:
         self.removed = False
 
 
-class _OutStream:
-    __slots__ = ("credits", "result", "wake")
+class _Pacer:
+    """How many chunks a snapshot stream keeps unacknowledged: a delay-based window, after
+    LEDBAT (RFC 6817), so that a snapshot fills the link without filling its queues.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    A credit comes back when the receiver has taken a chunk; the time since that chunk
+    was written, less the least such time seen (the path's own), is the queueing delay
+    the stream adds. Below `target` the window grows (doubling per round trip until the
+    first time the target is reached, then one chunk per round trip); above it, it
+    shrinks in proportion, and is halved (once per round trip) above twice the target.
+    Other groups' messages share the connection and wait behind the chunks in flight:
+    this bounds that wait to about the target plus a chunk's time on the wire, where
+    filling the receiver's credits could queue seconds of data on a slow link. We wrote
+    it ourselves: it is a page, and it runs over a TCP stream no library paces."""
+
+    __slots__ = ("_base", "_halved_at", "_slow_start", "_target_floor", "sent", "window")
+
+    MIN_WINDOW: Final = 2.0
+    """Two chunks in flight: one arriving while the next is on the wire."""
+
+    def __init__(self, target_floor_s: float) -> None:
+        self.window = self.MIN_WINDOW
+        self.sent: collections.deque[float] = collections.deque()
+        """Write time of each chunk not yet credited, oldest first."""
+        self._base = math.inf
+        self._slow_start = True
+        self._halved_at = -math.inf
+        self._target_floor = target_floor_s
+
+    def open(self) -> bool:
+        return len(self.sent) < self.window
+
+    def credited(self, now: float) -> None:
+        if not self.sent:
+            return
+        sample = now - self.sent.popleft()
+        self._base = min(self._base, sample)
+        target = max(self._target_floor, 0.25 * self._base)
+        queued = sample - self._base
+        if queued > 2 * target:
+            self._slow_start = False
+            if now - self._halved_at > sample:
+                self._halved_at = now
+                self.window = max(self.MIN_WINDOW, self.window / 2)
+            return
+        if self._slow_start and queued < target:
+            self.window += 1.0  # one more per credit: doubles per round trip
+            return
+        self._slow_start = False
+        self.window = max(self.MIN_WINDOW, self.window + (target - queued) / target / self.window)
+
+
+class _OutStream:
+    __slots__ = ("credits", "pacer", "result", "wake")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, target_floor_s: float) -> None:
         self.credits = 0
+        self.pacer = _Pacer(target_floor_s)
         self.wake = asyncio.Event()
         self.result: asyncio.Future[tuple[bool, str]] = loop.create_future()
 
@@ -786,6 +840,9 @@ class _Connection(asyncio.BufferedProtocol):
             out = self.out_streams.get(stream_id)
             if out is not None:
                 out.credits += credits
+                now = self.ep.loop.time()
+                for _ in range(min(credits, len(out.pacer.sent))):
+                    out.pacer.credited(now)
                 out.wake.set()
         elif kind == FrameKind.REQUEST:
             self._on_request(payload)
@@ -1680,7 +1737,7 @@ class Endpoint:
         cfg = self.config
         node_id = message.to
         stream_id = next(self._stream_ids)
-        out = _OutStream(self.loop)
+        out = _OutStream(self.loop, cfg.snapshot_queue_target_s)
         conn.out_streams[stream_id] = out
         peer = self.peers.get(node_id)
         if peer is not None:
@@ -1707,7 +1764,7 @@ class Endpoint:
                 view = memoryview(chunk)
                 for start in range(0, len(view), size):
                     piece = view[start : start + size]
-                    while out.credits <= 0 and not out.result.done():
+                    while (out.credits <= 0 or not out.pacer.open()) and not out.result.done():
                         out.wake.clear()
                         async with asyncio.timeout(cfg.snapshot_timeout_s):
                             await out.wake.wait()
@@ -1717,6 +1774,10 @@ class Endpoint:
                     if self.faults.active and self.faults.is_cut(self.node_id, node_id):
                         raise SnapshotStreamError(node_id, "the link is cut (fault hook)")
                     out.credits -= 1
+                    out.pacer.sent.append(self.loop.time())
+                    counters = self.counters
+                    if len(out.pacer.sent) > counters.snapshot_chunks_in_flight_max:
+                        counters.snapshot_chunks_in_flight_max = len(out.pacer.sent)
                     conn.write_chunk(stream_id, piece)
                     count += 1
                     total += len(piece)

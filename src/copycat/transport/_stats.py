@@ -58,6 +58,9 @@ class TransportStats:
     """Outbound snapshot streams that failed."""
     snapshots_received: int = 0
     """Inbound snapshot streams whose handler succeeded."""
+    snapshot_chunks_in_flight_max: int = 0
+    """The most chunks one outbound snapshot stream has had unacknowledged at once (the
+    sender's delay-based window keeps it near the link's bandwidth-delay product)."""
 
     @property
     def refused_total(self) -> int:
@@ -85,6 +88,7 @@ class Counters:
         "refused",
         "requests_sent",
         "requests_served",
+        "snapshot_chunks_in_flight_max",
         "snapshots_failed",
         "snapshots_received",
         "snapshots_sent",
@@ -110,6 +114,7 @@ class Counters:
         self.snapshots_sent = 0
         self.snapshots_failed = 0
         self.snapshots_received = 0
+        self.snapshot_chunks_in_flight_max = 0
 
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
