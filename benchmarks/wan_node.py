@@ -96,6 +96,7 @@ async def main() -> None:
         tls_key_file=f"{tls}.key",
         snapshot_every_entries=args.snapshot_every,
         snapshot_keep_entries=0,
+        leader_follows_writers=args.follow_writers == "yes",
     )
     blob = os.urandom(int(args.blob_mb * (1 << 20)))  # incompressible: the link's own speed
     world = redirect_world(parse_routes(args.routes))

@@ -127,6 +127,8 @@ def test_compression_codecs_match_the_transport() -> None:
 # -- validation: every rule names its field -------------------------------------------------
 
 INVALID: list[tuple[str, dict[str, object]]] = [
+    ("leader_follows_writers", {"leader_follows_writers": "yes"}),
+    ("leader_follow_after_s", {"leader_follow_after_s": -1.0}),
     ("hostname", {"hostname": ""}),
     ("hostname", {"hostname": "0.0.0.0"}),
     ("hostname", {"hostname": "::"}),
@@ -315,16 +317,52 @@ def test_lan_preset_needs_keys_and_changes_only_the_gossip_timing() -> None:
     assert diff(lan) == {"hostname": "10.0.0.5", "gossip_keys": (KEY,), "gossip_preset": "lan"}
 
 
-def test_wan_preset_compresses_and_slows_the_ticks() -> None:
+def test_wan_preset_compresses_follows_the_writers_and_scales_the_ticks() -> None:
     wan = Config.wan(hostname="203.0.113.7", gossip_keys=[KEY])
     assert diff(wan) == {
         "hostname": "203.0.113.7",
         "gossip_keys": (KEY,),
         "gossip_preset": "wan",
         "compression": ("zstd", "lz4"),
-        "tick_interval_s": 0.3,
+        "tick_interval_s": 0.2,
         "proposal_timeout_s": 60.0,
+        "leader_follows_writers": True,
     }
+
+
+@pytest.mark.parametrize(
+    ("max_rtt_s", "tick", "proposal_timeout"),
+    [(0.03, 0.2, 60.0), (0.15, 0.2, 60.0), (0.2, 0.2, 60.0), (0.5, 0.5, 60.0), (2.0, 2.0, 80.0)],
+)
+def test_wan_timing_is_scaled_to_the_declared_round_trip(
+    max_rtt_s: float, tick: float, proposal_timeout: float
+) -> None:
+    wan = Config.wan(max_rtt_s=max_rtt_s, hostname="203.0.113.7", gossip_keys=[KEY])
+    assert wan.tick_interval_s == pytest.approx(tick)
+    election_timeout = wan.election_ticks * wan.tick_interval_s
+    assert election_timeout >= 10 * max_rtt_s  # heartbeats every tick, 10 to miss
+    assert wan.proposal_timeout_s == pytest.approx(proposal_timeout)
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, 11.0, True, "0.1", float("nan")])
+def test_wan_refuses_a_round_trip_that_is_not_one(bad: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.wan(max_rtt_s=bad, hostname="203.0.113.7", gossip_keys=[KEY])  # type: ignore[arg-type]
+    assert info.value.field == "max_rtt_s"
+
+
+def test_leader_following_settings_are_validated() -> None:
+    for name, value in (
+        ("leader_follows_writers", 1),
+        ("leader_follow_after_s", 0),
+        ("leader_follow_after_s", float("inf")),
+    ):
+        with pytest.raises(ConfigError) as info:
+            Config(**{name: value})  # type: ignore[arg-type]
+        assert info.value.field == name
+    env = {"COPYCAT_LEADER_FOLLOWS_WRITERS": "yes", "COPYCAT_LEADER_FOLLOW_AFTER_S": "2.5"}
+    config = Config.from_env(environ=env)
+    assert (config.leader_follows_writers, config.leader_follow_after_s) == (True, 2.5)
 
 
 def test_preset_overrides_win_and_are_validated(tmp_path: pathlib.Path) -> None:
@@ -413,6 +451,8 @@ def test_from_env_reads_every_field() -> None:
         "COPYCAT_REPLICAS": "5",
         "COPYCAT_GOSSIP_PRESET": "lan",
         "COPYCAT_COMPRESSION": " lz4 ",
+        "COPYCAT_LEADER_FOLLOWS_WRITERS": "on",
+        "COPYCAT_LEADER_FOLLOW_AFTER_S": "7.5",
     }
     assert {name.removeprefix("COPYCAT_").lower() for name in env} == set(FIELD_NAMES)
     c = Config.from_env(environ=env)
@@ -445,6 +485,8 @@ def test_from_env_reads_every_field() -> None:
         replicas=5,
         gossip_preset="lan",
         compression=("lz4",),
+        leader_follows_writers=True,
+        leader_follow_after_s=7.5,
     )
 
 
@@ -663,7 +705,7 @@ def test_host_config_maps_tuning_and_derives_the_retry_interval() -> None:
     assert (h.snapshot_every_entries, h.proposal_timeout_s) == (77, 9)
     assert h.proposal_retry_s == 1.0  # max(1 s, one election timeout of 1 s)
     wan = Config.wan(hostname="10.0.0.5", gossip_keys=[KEY]).host_config(9)
-    assert wan.proposal_retry_s == pytest.approx(3.0)  # one election timeout: 10 x 0.3 s
+    assert wan.proposal_retry_s == pytest.approx(2.0)  # one election timeout: 10 x 0.2 s
     quick = Config(tick_interval_s=0.01, election_ticks=2, proposal_timeout_s=0.5).host_config(9)
     assert quick.proposal_retry_s == 0.5  # never beyond the proposal timeout
     assert quick.quiesce_after_ticks == 1  # the host wants quiescence before an election

@@ -103,6 +103,8 @@ class _ConfigKwargs(TypedDict, total=False):
     repair_grace_s: float
     gossip_preset: GossipPreset
     compression: Sequence[str]
+    leader_follows_writers: bool
+    leader_follow_after_s: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -321,6 +323,25 @@ class Config:
     is a `ConfigError` when the node starts. Default (): none. Saves WAN bandwidth at
     the cost of CPU on both ends; lz4 is cheaper, zstd compresses more. No codec twice."""
 
+    leader_follows_writers: bool = False
+    """Whether a group's leadership moves to the data center its proposals come from. A
+    proposal made on a follower's node travels to the leader first, so it commits in
+    about 2 round trips instead of 1; across data centers that is most of its latency.
+    With this on, the leader of a group whose proposals come mostly (three quarters or
+    more) from one other data center, for `leader_follow_after_s` in a row, hands its
+    leadership to a voter there (the writing node itself when it is one); a new leader
+    moves it again at most once per 4 x `leader_follow_after_s`, and two data centers
+    writing alike never move it. Every move is logged at info and counted
+    (`leader_moves_followed`). Leadership moves only where the group has a voter.
+    Default False; `Config.wan()` turns it on. See docs/wan.md."""
+
+    leader_follow_after_s: float = 15.0
+    """How long one other data center must send most of a group's proposals before its
+    leadership follows them (with `leader_follows_writers`). Default 15 s. Shorter
+    follows a writer that moves sooner, at the cost of leader transfers (each pauses the
+    group's proposals for about a round trip) for bursts that would have ended anyway.
+    Positive."""
+
     # -- validation ---------------------------------------------------------------------
 
     def __post_init__(self) -> None:
@@ -489,6 +510,9 @@ class Config:
                 "change never fails a proposal",
             )
         _check_int("replicas", self.replicas, 1, 1 << 16)
+        if not isinstance(self.leader_follows_writers, bool):
+            raise ConfigError("leader_follows_writers", "must be True or False")
+        _check_seconds("leader_follow_after_s", self.leader_follow_after_s)
         for codec in self.compression:
             if codec not in COMPRESSION_CODECS:
                 raise ConfigError(
@@ -557,28 +581,47 @@ class Config:
         return cls(**settings)
 
     @classmethod
-    def wan(cls, **overrides: Unpack[_ConfigKwargs]) -> Config:
+    def wan(cls, *, max_rtt_s: float = 0.15, **overrides: Unpack[_ConfigKwargs]) -> Config:
         """Nodes across regions or data centers joined by slow or lossy links. Give
-        `hostname` (this node's routable address) and `gossip_keys` (and TLS files: the
-        traffic crosses networks you do not own).
+        `hostname` (this node's routable address), `gossip_keys` and TLS files (the
+        traffic crosses networks you do not own), and `max_rtt_s`: the longest round
+        trip between two of your data centers, in seconds (default 0.15; measure it with
+        `ping` between the hosts and round up: the timing below is scaled to it).
 
         Differences from the default, and why:
 
+        * `tick_interval_s=max(0.2, max_rtt_s)`, with `election_ticks` 10: a leader
+          heartbeats every tick and a follower campaigns after 10 to 20 ticks without
+          one, so the election timeout is at least 10 round trips and ordinary jitter
+          and a retransmission never trigger an election (none in 10 minutes at 150 ms
+          with 20 ms of jitter, `benchmarks/wan.py`). A dead leader is replaced after 2
+          to 4 s (up to `max_rtt_s` 0.2) plus a few round trips. Check-quorum and
+          pre-vote stay on.
+        * `leader_follows_writers=True`: a group's leadership moves to the data center
+          its proposals come from, so a lone writer commits in 1 round trip, not 2
+          (docs/wan.md).
         * `gossip_preset="wan"`: probes every 5 s with slower suspicion, so that a lossy
-          long-distance link does not make healthy nodes look dead.
+          long-distance link does not make healthy nodes look dead. Failover does not
+          wait for it: raft's own timeouts replace a dead leader.
         * `compression=("zstd", "lz4")`: WAN bandwidth costs more than CPU; large append
           batches and snapshots shrink several times (zstd is installed with CopyCat;
           lz4 with the `compression` extra, skipped when missing).
-        * `tick_interval_s=0.3`: a heartbeat per tick must fit cross-region round trips
-          (up to a few hundred ms) without triggering elections; failover takes 3 to 6 s.
-        * `proposal_timeout_s=60`: commits need a cross-region quorum and failovers take
-          longer, so proposals get more time before their outcome is reported unknown.
+        * `proposal_timeout_s=60` (or 40 round trips, if more): commits need a
+          cross-region quorum and failovers take longer, so proposals get more time
+          before their outcome is reported unknown.
         """
+        if (
+            isinstance(max_rtt_s, bool)
+            or not isinstance(max_rtt_s, int | float)
+            or not 0 < max_rtt_s <= 10
+        ):
+            raise ConfigError("max_rtt_s", "must be a number of seconds above 0, at most 10")
         settings: _ConfigKwargs = {
             "gossip_preset": "wan",
             "compression": ("zstd", "lz4"),
-            "tick_interval_s": 0.3,
-            "proposal_timeout_s": 60.0,
+            "tick_interval_s": max(0.2, float(max_rtt_s)),
+            "proposal_timeout_s": max(60.0, 40 * float(max_rtt_s)),
+            "leader_follows_writers": True,
         }
         settings.update(overrides)
         return cls(**settings)
@@ -891,8 +934,12 @@ _INT_FIELDS: Final = frozenset(
         "replicas",
     }
 )
-_FLOAT_FIELDS: Final = frozenset({"tick_interval_s", "proposal_timeout_s", "repair_grace_s"})
-_BOOL_FIELDS: Final = frozenset({"durable", "insecure_plaintext_gossip", "tls_bind_node_id"})
+_FLOAT_FIELDS: Final = frozenset(
+    {"tick_interval_s", "proposal_timeout_s", "repair_grace_s", "leader_follow_after_s"}
+)
+_BOOL_FIELDS: Final = frozenset(
+    {"durable", "insecure_plaintext_gossip", "tls_bind_node_id", "leader_follows_writers"}
+)
 _LIST_FIELDS: Final = frozenset({"peers_to_contact", "gossip_keys", "compression"})
 _OPTIONAL_FIELDS: Final = frozenset(
     {

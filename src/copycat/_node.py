@@ -44,8 +44,10 @@ from copycat.host import (
     SESSION_ID_BYTES,
     Creation,
     CreationConfig,
+    FollowConfig,
     Host,
     KnownNodes,
+    LeaderFollower,
     Leave,
     LeaveConfig,
     Method,
@@ -156,6 +158,8 @@ class CopyCat:
         self._membership: Membership | None = None
         self._watch: asyncio.Task[None] | None = None
         self._repair: Repair | None = None
+        self._follower: LeaderFollower | None = None
+        self._follow_task: asyncio.Task[None] | None = None
         self._leave: Leave | None = None
         self._tombstones: Tombstones | None = None
         self._creation: Creation | None = None
@@ -235,6 +239,18 @@ class CopyCat:
         )
         self._repair = repair
         host.on_removed = repair.applied_own_removal
+        if cfg.leader_follows_writers:
+            view = membership.view
+
+            def dc_of(node_id: int) -> str:
+                member = view().member(node_id)
+                return "" if member is None else member.data_center  # "": never a target
+
+            self._follower = LeaderFollower(
+                FollowConfig(node_id=self.node_id, after_s=cfg.leader_follow_after_s),
+                host,
+                dc_of,
+            )
         creation = Creation(
             CreationConfig(
                 node_id=self.node_id,
@@ -290,6 +306,8 @@ class CopyCat:
         loop = asyncio.get_running_loop()
         self._watch = loop.create_task(self._watch_membership())
         repair.start()
+        if self._follower is not None:
+            self._follow_task = loop.create_task(self._follower.run())
 
     async def shutdown(self) -> None:
         """Leave the cluster and stop. Subscriptions are closed (their members stay)."""
@@ -303,6 +321,12 @@ class CopyCat:
                 await self._watch
         if self._repair is not None:
             await self._repair.stop()
+        if self._follow_task is not None:
+            self._follow_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follow_task
+        if self._follower is not None:
+            await self._follower.close()
         for task in list(self._rejoins.values()):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -9,6 +9,8 @@ from copycat.host._control import decode_flag as decode_flag
 from copycat.host._control import encode_flag as encode_flag
 from copycat.host._creation import Creation as Creation
 from copycat.host._creation import CreationConfig as CreationConfig
+from copycat.host._follow import FollowConfig as FollowConfig
+from copycat.host._follow import LeaderFollower as LeaderFollower
 from copycat.host._host import Feed as Feed
 from copycat.host._host import GroupStatus as GroupStatus
 from copycat.host._host import Host as Host
@@ -35,10 +37,12 @@ __all__ = [
     "Creation",
     "CreationConfig",
     "Feed",
+    "FollowConfig",
     "GroupStatus",
     "Host",
     "HostConfig",
     "KnownNodes",
+    "LeaderFollower",
     "MembershipProof",
     "Method",
     "Repair",
