@@ -27,6 +27,7 @@ from copycat._config import Config
 from copycat._node import CopyCat, Subscription
 from copycat.errors import CopyCatError
 from copycat.storage import LmdbLogStore
+from copycat.testing.wan import parse_routes, redirect_world
 from copycat.testing.worker import Commands, add_node_ops, emit
 
 if TYPE_CHECKING:
@@ -87,6 +88,8 @@ async def main() -> None:
     parser.add_argument("--repair-grace", type=float, default=10.0)
     parser.add_argument("--proposal-timeout", type=float, default=30.0)
     parser.add_argument("--durable", action="store_true", help="fsync every commit")
+    parser.add_argument("--routes", default="", help="node=host:port,...: WAN emulator links")
+    parser.add_argument("--follow-after", type=float, default=0.0, help="leader follows writers")
     args = parser.parse_args()
     # stderr goes to a file beside the data dir (see cluster.py): keep the node's story
     logging.basicConfig(
@@ -106,8 +109,10 @@ async def main() -> None:
         repair_grace_s=args.repair_grace,
         proposal_timeout_s=args.proposal_timeout,
         durable=args.durable,
+        leader_follows_writers=args.follow_after > 0,
+        leader_follow_after_s=args.follow_after or 15.0,
     )
-    async with CopyCat(config) as cc:
+    async with CopyCat(config, world=redirect_world(parse_routes(args.routes))) as cc:
         emit(event="ready", node_id=cc.node_id, pid=os.getpid(), fsync=store_syncs(cc))
         await node_commands(cc).serve()
     emit(event="stopped")
