@@ -137,6 +137,19 @@ def test_bind_and_advertise_flags_set_their_fields() -> None:
     assert (from_env.bind_host, from_env.advertise_port) == ("127.0.0.2", 9100)
 
 
+def test_wan_flags_scale_the_timing_and_switch_leader_following() -> None:
+    base = ("--preset", "wan", "--hostname", "10.1.2.3", "--gossip-keys", KEY)
+    config = build_config(_node_args(*base, "--max-rtt-s", "0.4"), {})
+    assert (config.tick_interval_s, config.leader_follows_writers) == (0.4, True)
+    config = build_config(
+        _node_args(*base, "--no-leader-follows-writers", "--leader-follow-after-s", "30"), {}
+    )
+    assert (config.leader_follows_writers, config.leader_follow_after_s) == (False, 30.0)
+    with pytest.raises(ConfigError) as info:
+        build_config(_node_args("--max-rtt-s", "0.4"), {})
+    assert info.value.field == "max_rtt_s"
+
+
 def test_a_wildcard_bind_on_the_default_preset_names_the_rule_and_flag(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -64,6 +64,8 @@ _FLAG_FIELDS: Final = {
     "snapshot_every_entries": "snapshot_every_entries",
     "snapshot_keep_entries": "snapshot_keep_entries",
     "replicas": "replicas",
+    "leader_follows_writers": "leader_follows_writers",
+    "leader_follow_after_s": "leader_follow_after_s",
 }
 _FIELD_FLAGS: Final = {field: "--" + dest.replace("_", "-") for dest, field in _FLAG_FIELDS.items()}
 
@@ -159,6 +161,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--snapshot-keep-entries", type=int, help="entries kept below a snapshot on compaction"
     )
     tune.add_argument("--replicas", type=int, help="default replicas per data structure")
+    tune.add_argument(
+        "--leader-follows-writers",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="move a group's leadership to the data center its proposals come from "
+        "(default on with --preset wan, off otherwise)",
+    )
+    tune.add_argument(
+        "--leader-follow-after-s",
+        type=float,
+        help="seconds one data center must send most proposals before leadership follows",
+    )
+    tune.add_argument(
+        "--max-rtt-s",
+        type=float,
+        help="with --preset wan: the longest round trip between two data centers, "
+        "which the raft timing is scaled to (default 0.15)",
+    )
     run = parser.add_argument_group("process")
     run.add_argument(
         "--status-interval-s",
@@ -229,8 +249,14 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config
         # lan/wan refuse to exist without keys; the placeholder below is always
         # overwritten by the merged variables, so the final validation is the real one.
         merged.setdefault(ENV_PREFIX + "INSECURE_PLAINTEXT_GOSSIP", "0")
-        factory = Config.lan if preset == "lan" else Config.wan
-        base = factory(insecure_plaintext_gossip=True)
+        if preset == "lan":
+            base = Config.lan(insecure_plaintext_gossip=True)
+        elif args.max_rtt_s is not None:
+            base = Config.wan(max_rtt_s=args.max_rtt_s, insecure_plaintext_gossip=True)
+        else:
+            base = Config.wan(insecure_plaintext_gossip=True)
+    if args.max_rtt_s is not None and preset != "wan":
+        raise ConfigError("max_rtt_s", "scales the wan preset's timing: give --preset wan")
     return Config.from_env(ENV_PREFIX, environ=merged, base=base)
 
 
