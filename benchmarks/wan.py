@@ -14,10 +14,13 @@ with a subscriber on every node:
   off);
 * `proposals_per_s`: 100-byte proposals from a follower's node, `--concurrency` in
   flight;
-* `elections`: terms gone by during all of the above (0 means no spurious election);
+* `elections`: terms gone by during all of the above (0 means no spurious election),
+  which at the largest RTT includes `--soak-s` seconds of a proposer on a follower's
+  node proposing one at a time (`soak_commits`);
 * `failover_s`: the leader's process killed with SIGKILL, until a proposer that keeps
   proposing one at a time on a follower's node sees its next commit; beside it
-  `election_timeout_s`, the configured base timeout (raft waits 1 to 2 times it);
+  `election_timeout_s`, the configured timeout, and `election_timeout_max_s`: a
+  follower campaigns after a time drawn between the two;
 * with `leader_follows_writers` on, in a new cluster: `follow_s`, how long a lone
   proposer on a follower's node writes before leadership moves to its node, and
   `followed_p50_ms`, its p50 afterwards.
@@ -34,8 +37,8 @@ that group.
 Gossip's UDP is not delayed (the emulator relays the transport only); gossip's own "wan"
 timing assumes slow links.
 
-How to run (about 10 minutes with the defaults; the issue's snapshot figure is
-`--snapshot-mb 100`):
+How to run (about 12 minutes with the defaults; the issue's figures are
+`--snapshot-mb 100 --soak-s 600`):
 
     .venv/bin/python benchmarks/wan.py
     .venv/bin/python benchmarks/wan.py --rtts 100 --samples 50 --skip-snapshot
@@ -214,11 +217,12 @@ def three(root: Path, wan: WanEmulator, follow: bool, extra: list[str]) -> tuple
 def run_rtt(rtt_ms: float, args: argparse.Namespace) -> dict[str, Any]:
     rtt_s = rtt_ms / 1e3
     jitter_s = args.jitter_ms / 1e3 if rtt_ms >= args.jitter_from_ms else 0.0
-    wan_config = Config.wan(gossip_keys=[base64.b64encode(bytes(32)).decode()])
+    wan_config = Config.wan(max_rtt_s=0.15, gossip_keys=[base64.b64encode(bytes(32)).decode()])
     out: dict[str, Any] = {
         "rtt_ms": rtt_ms,
         "jitter_ms": jitter_s * 1e3,
         "election_timeout_s": wan_config.election_ticks * wan_config.tick_interval_s,
+        "election_timeout_max_s": 2 * wan_config.election_ticks * wan_config.tick_interval_s,
     }
     with tempfile.TemporaryDirectory() as tmp, WanEmulator(seed=int(rtt_ms)) as wan:
         cluster, ds = three(Path(tmp) / "pinned", wan, follow=False, extra=[])
@@ -239,6 +243,13 @@ def run_rtt(rtt_ms: float, args: argparse.Namespace) -> dict[str, Any]:
                 "throughput", op="throughput", id=ds, count=args.count, concurrency=args.concurrency
             )
             out["proposals_per_s"] = round(rate["per_s"])
+            if args.soak_s and rtt_ms == max(args.rtt_list):
+                say(f"  rtt {rtt_ms} ms: {args.soak_s:g} s of one proposer at a time")
+                cluster.nodes[follower].ask("probing", op="probe", id=ds)
+                time.sleep(args.soak_s)
+                acks = cluster.nodes[follower].ask("probed", op="probe_stop", id=ds)["acks"]
+                out["soak_s"] = args.soak_s
+                out["soak_commits"] = len(acks)
             _, term_after = cluster.leader_of(ds, [1, 2, 3])
             out["elections"] = term_after - term
             out["failover_s"] = failover(cluster, ds, rtt_s)
@@ -363,12 +374,13 @@ def main() -> None:
     parser.add_argument("--snapshot-mbit", type=float, default=10.0)
     parser.add_argument("--snapshot-rtt-ms", type=float, default=100.0)
     parser.add_argument("--snapshot-timeout", type=float, default=900.0)
+    parser.add_argument("--soak-s", type=float, default=60.0, help="at the largest RTT")
     parser.add_argument("--skip-snapshot", action="store_true")
     parser.add_argument("--skip-follow", action="store_true")
     args = parser.parse_args()
+    args.rtt_list = [float(text) for text in filter(None, args.rtts.split(","))]
     results: dict[str, Any] = {"rtt": {}}
-    for text in filter(None, args.rtts.split(",")):
-        rtt = float(text)
+    for rtt in args.rtt_list:
         say(f"rtt {rtt:g} ms")
         results["rtt"][f"{rtt:g}"] = run_rtt(rtt, args)
         say(f"  {json.dumps(results['rtt'][f'{rtt:g}'])}")
