@@ -225,6 +225,9 @@ def run_rtt(rtt_ms: float, args: argparse.Namespace) -> dict[str, Any]:
         "election_timeout_max_s": 2 * wan_config.election_ticks * wan_config.tick_interval_s,
     }
     with tempfile.TemporaryDirectory() as tmp, WanEmulator(seed=int(rtt_ms)) as wan:
+        if args.follow_only:
+            out.update(follow(Path(tmp) / "follow", wan, rtt_s, jitter_s, args))
+            return out
         cluster, ds = three(Path(tmp) / "pinned", wan, follow=False, extra=[])
         try:
             wan.set_rtt(cluster.nodes, rtt_s, jitter_s=jitter_s)
@@ -377,6 +380,7 @@ def main() -> None:
     parser.add_argument("--soak-s", type=float, default=60.0, help="at the largest RTT")
     parser.add_argument("--skip-snapshot", action="store_true")
     parser.add_argument("--skip-follow", action="store_true")
+    parser.add_argument("--follow-only", action="store_true", help="only follow_s and its p50")
     args = parser.parse_args()
     args.rtt_list = [float(text) for text in filter(None, args.rtts.split(","))]
     results: dict[str, Any] = {"rtt": {}}
@@ -384,7 +388,7 @@ def main() -> None:
         say(f"rtt {rtt:g} ms")
         results["rtt"][f"{rtt:g}"] = run_rtt(rtt, args)
         say(f"  {json.dumps(results['rtt'][f'{rtt:g}'])}")
-    base = results["rtt"].get("0", {}).get("proposals_per_s")
+    base = None if args.follow_only else results["rtt"].get("0", {}).get("proposals_per_s")
     if base:
         for figures in results["rtt"].values():
             figures["throughput_vs_rtt0"] = round(figures["proposals_per_s"] / base, 2)
@@ -394,7 +398,7 @@ def main() -> None:
     results["nodes"] = 3
     results["concurrency"] = args.concurrency
     results["cpus"] = os.cpu_count()
-    if results["rtt"]:
+    if results["rtt"] and not args.follow_only:
         results["median_failover_s"] = statistics.median(
             f["failover_s"] for f in results["rtt"].values()
         )

@@ -329,9 +329,9 @@ class Config:
     about 2 round trips instead of 1; across data centers that is most of its latency.
     With this on, the leader of a group whose proposals come mostly (three quarters or
     more) from one other data center, for `leader_follow_after_s` in a row, hands its
-    leadership to a voter there (the writing node itself when it is one); a new leader
-    moves it again at most once per 4 x `leader_follow_after_s`, and two data centers
-    writing alike never move it. Every move is logged at info and counted
+    leadership to a voter there (the writing node itself when it is one); a leader that a
+    move brought moves it again no sooner than 4 x `leader_follow_after_s`, and two data
+    centers writing alike never move it. Every move is logged at info and counted
     (`leader_moves_followed`). Leadership moves only where the group has a voter.
     Default False; `Config.wan()` turns it on. See docs/wan.md."""
 

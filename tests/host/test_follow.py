@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from typing import TYPE_CHECKING
 
 import pytest
@@ -30,10 +31,10 @@ def streaks(**overrides: object) -> Streaks:
 def test_one_other_data_center_for_every_window_moves_it() -> None:
     s = streaks()
     window = {"dc1": 5, "dc2": 95}
-    assert s.observe(GID, window, "dc1", leading_for_s=100) is None
-    assert s.observe(GID, window, "dc1", leading_for_s=100) is None
-    assert s.observe(GID, window, "dc1", leading_for_s=100) == "dc2"
-    assert s.observe(GID, window, "dc1", leading_for_s=100) is None  # the streak restarts
+    assert s.observe(GID, window, "dc1", since_move_s=math.inf) is None
+    assert s.observe(GID, window, "dc1", since_move_s=math.inf) is None
+    assert s.observe(GID, window, "dc1", since_move_s=math.inf) == "dc2"
+    assert s.observe(GID, window, "dc1", since_move_s=math.inf) is None  # the streak restarts
 
 
 @pytest.mark.parametrize(
@@ -49,26 +50,26 @@ def test_one_other_data_center_for_every_window_moves_it() -> None:
 def test_a_window_short_of_the_rule_breaks_the_streak(broken: dict[str, int]) -> None:
     s = streaks()
     window = {"dc2": 100}
-    s.observe(GID, window, "dc1", leading_for_s=100)
-    s.observe(GID, window, "dc1", leading_for_s=100)
-    s.observe(GID, broken, "dc1", leading_for_s=100)
-    assert s.observe(GID, window, "dc1", leading_for_s=100) is None
-    assert s.observe(GID, window, "dc1", leading_for_s=100) is None
+    s.observe(GID, window, "dc1", since_move_s=math.inf)
+    s.observe(GID, window, "dc1", since_move_s=math.inf)
+    s.observe(GID, broken, "dc1", since_move_s=math.inf)
+    assert s.observe(GID, window, "dc1", since_move_s=math.inf) is None
+    assert s.observe(GID, window, "dc1", since_move_s=math.inf) is None
 
 
 def test_alternating_writers_never_move_it() -> None:
     s = streaks()
     for turn in range(30):
         window = {"dc2": 100} if turn % 2 else {"dc3": 100}
-        assert s.observe(GID, window, "dc1", leading_for_s=100) is None
+        assert s.observe(GID, window, "dc1", since_move_s=math.inf) is None
 
 
-def test_a_new_leader_waits_out_the_cooldown() -> None:
+def test_a_leader_a_move_brought_waits_out_the_cooldown() -> None:
     s = streaks(cooldown_s=60.0)
     window = {"dc2": 100}
-    for leading in (10.0, 20.0, 30.0, 40.0):
-        assert s.observe(GID, window, "dc1", leading_for_s=leading) is None
-    assert s.observe(GID, window, "dc1", leading_for_s=61.0) == "dc2"
+    for since_move in (10.0, 20.0, 30.0, 40.0):
+        assert s.observe(GID, window, "dc1", since_move_s=since_move) is None
+    assert s.observe(GID, window, "dc1", since_move_s=61.0) == "dc2"
 
 
 def test_the_share_must_be_a_majority() -> None:
@@ -124,4 +125,45 @@ async def test_leadership_moves_to_the_writing_node_and_stays_under_two_alike(
             with contextlib.suppress(asyncio.CancelledError):
                 await loop_task
         for f in followers.values():
+            await f.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_an_elected_leader_moves_at_once_and_a_moved_one_waits_the_cooldown(
+    cluster: Cluster,
+) -> None:
+    """A cooldown of two minutes: the elected first leader hands over after the windows
+    (the cooldown is for leaders a move brought); the new leader then keeps it while a
+    writer in a third data center takes over the writing."""
+    for node_id in (1, 2, 3):
+        await cluster.add(node_id)
+    leader = await cluster.start_group(GID, [1, 2, 3])
+    writer, other = (i for i in (1, 2, 3) if i != leader)
+    config = {"after_s": 0.6, "windows": 3, "min_per_window": 3, "cooldown_s": 120.0}
+    followers = [
+        LeaderFollower(FollowConfig(node_id=i, **config), cluster.hosts[i], DC.__getitem__)  # type: ignore[arg-type]
+        for i in (1, 2, 3)
+    ]
+    loops = [asyncio.ensure_future(f.run()) for f in followers]
+    stop = asyncio.Event()
+    try:
+        task = asyncio.ensure_future(write(cluster.hosts[writer].propose, stop))
+        await until(lambda: cluster.hosts[writer].groups[GID].raw.is_leader(), 30)
+        stop.set()
+        await task
+        assert cluster.hosts[writer].groups[GID].moved_here
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(write(cluster.hosts[other].propose, stop))
+        await asyncio.sleep(10 * 0.6)
+        stop.set()
+        await task
+        assert cluster.hosts[writer].groups[GID].raw.is_leader()
+    finally:
+        stop.set()
+        for loop_task in loops:
+            loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_task
+        for f in followers:
             await f.close()

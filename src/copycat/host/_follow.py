@@ -16,8 +16,9 @@ pays. The rules (docs/wan.md, "The leader follows the writers"):
    proposals in each of `windows` windows in a row (`after_s` in all), each window
    holding at least `min_per_window` proposals. A window short of either breaks the
    streak. Two data centers writing alike never reach the share: no flapping.
-3. A leader that took over less than `cooldown_s` ago does not move it again, so
-   leadership moves at most once per cooldown whatever the writes do.
+3. A leader that a move brought less than `cooldown_s` ago does not move it again, so
+   leadership moves at most once per cooldown whatever the writes do. A leader elected
+   after a timeout (the first of a new group, or after a failure) may move it at once.
 4. The new leader is a voter in that data center: the node the most proposals came from
    if it is a voter, else the first voter there. Without a voter there, nothing moves.
 Every move is logged at info and counted (`leader_moves_followed`).
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -57,7 +59,8 @@ class FollowConfig:
     min_per_window: int = 10
     """Fewer proposals in a window say nothing about where the writers are."""
     cooldown_s: float | None = field(default=None)
-    """No move within this long of becoming leader; None: 4 x `after_s`."""
+    """No move within this long of a move bringing the leadership here; None: 4 x
+    `after_s`."""
 
     def __post_init__(self) -> None:
         if not self.after_s > 0 or self.windows < 1:
@@ -90,11 +93,11 @@ class Streaks:
         by_dc: Mapping[str, int],
         own_dc: str,
         *,
-        leading_for_s: float,
+        since_move_s: float,
     ) -> str | None:
         """One window of `gid`'s proposals by data center, seen by its leader in
-        `own_dc`, leading for `leading_for_s`; returns the data center to move the
-        leadership to, or None."""
+        `own_dc`, whom a move brought `since_move_s` ago (infinite: it was elected);
+        returns the data center to move the leadership to, or None."""
         cfg = self._config
         total = sum(by_dc.values())
         top, count = max(by_dc.items(), key=lambda kv: (kv[1], kv[0]), default=("", 0))
@@ -104,7 +107,7 @@ class Streaks:
         dc, windows = self._streaks.get(gid, (top, 0))
         windows = windows + 1 if dc == top else 1
         self._streaks[gid] = (top, windows)
-        if windows < cfg.windows or leading_for_s < cfg.cooldown:
+        if windows < cfg.windows or since_move_s < cfg.cooldown:
             return None
         self._streaks.pop(gid, None)
         return top
@@ -141,15 +144,18 @@ class LeaderFollower:
         own_dc = self._dc_of(self.config.node_id)
         for gid in set(host.groups_with_origins()) | set(self._streaks.tracked()):
             origins = host.take_origins(gid)
-            leading_for = host.leading_for(gid)
-            if leading_for is None or gid in self._moving:
+            leading = host.leading_for(gid)
+            if leading is None or gid in self._moving:
                 self._streaks.forget(gid)
                 continue
+            leading_s, moved_here = leading
             by_dc: dict[str, int] = {}
             for node, count in origins.items():
                 dc = self._dc_of(node)
                 by_dc[dc] = by_dc.get(dc, 0) + count
-            target_dc = self._streaks.observe(gid, by_dc, own_dc, leading_for_s=leading_for)
+            target_dc = self._streaks.observe(
+                gid, by_dc, own_dc, since_move_s=leading_s if moved_here else math.inf
+            )
             if target_dc is None:
                 continue
             target = self._choose(gid, target_dc, origins)

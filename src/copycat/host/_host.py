@@ -74,6 +74,7 @@ from copycat.raft import (
     Role,
     Snapshot,
     SnapshotMetadata,
+    TimeoutNow,
     add_learner,
     add_voter,
     bootstrap_entries,
@@ -368,6 +369,7 @@ class _Group:
         "leading_since",
         "log",
         "member",
+        "moved_here",
         "opened_at",
         "origins",
         "outbox",
@@ -379,6 +381,7 @@ class _Group:
         "retries",
         "retry_at",
         "retry_timer",
+        "transfer_term",
         "waiters",
     )
 
@@ -410,6 +413,12 @@ class _Group:
         proposals still waiting are resent to it at once, not after `proposal_retry_s`."""
         self.leading_since = 0.0
         """When this member last became the leader (loop time; meaningful while it is)."""
+        self.transfer_term = 0
+        """The term a leader transfer to this member would win (its term when it was told
+        to campaign at once, plus one), or 0."""
+        self.moved_here = False
+        """Whether this member's leadership came by a transfer (not an election after a
+        timeout): what the leader-following cooldown applies to."""
         self.origins: dict[int, int] = {}
         """While this member leads: proposals received per node they came from (this
         node's own included), since `Host.take_origins` last read them."""
@@ -807,6 +816,7 @@ class Host:
         group.origins.clear()
         if leader == self.config.node_id:
             group.leading_since = asyncio.get_running_loop().time()
+            group.moved_here = group.raw.term == group.transfer_term
         if previous == 0:
             return
         waiting = [p for _, _, p in group.retries if not p.fut.done()]
@@ -829,12 +839,13 @@ class Host:
         """Groups that counted proposals since `take_origins` last read them."""
         return list(self._with_origins)
 
-    def leading_for(self, gid: int) -> float | None:
-        """Seconds since this node became the leader of `gid`; None unless it leads."""
+    def leading_for(self, gid: int) -> tuple[float, bool] | None:
+        """(seconds since this node became the leader of `gid`, whether a leader transfer
+        brought it here); None unless it leads."""
         group = self.groups.get(gid)
         if group is None or not group.raw.is_leader():
             return None
-        return asyncio.get_running_loop().time() - group.leading_since
+        return asyncio.get_running_loop().time() - group.leading_since, group.moved_here
 
     def _send(self, group: _Group, rd: Ready) -> None:
         endpoint = self.endpoint
@@ -997,7 +1008,9 @@ class Host:
             group.heard[peer] = now
             if gid not in self._awake:
                 self.wake(gid)  # first: its quiet time counts when it judges a vote
-            if isinstance(message, Propose) and group.raw.is_leader():
+            if isinstance(message, TimeoutNow):
+                group.transfer_term = group.raw.term + 1
+            elif isinstance(message, Propose) and group.raw.is_leader():
                 group.origins[peer] = group.origins.get(peer, 0) + len(message.entries)
                 self._with_origins.add(gid)
             group.raw.step(message)
