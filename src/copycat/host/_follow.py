@@ -159,8 +159,8 @@ class LeaderFollower:
             if target_dc is None:
                 continue
             target = self._choose(gid, target_dc, origins)
-            if target is None:
-                log.info(
+            if target is None:  # debug: it would repeat every `after_s` for the group
+                log.debug(
                     "group %d: most proposals come from %s, which holds no voter: "
                     "leadership stays here",
                     gid,
