@@ -32,8 +32,10 @@ from typing import TYPE_CHECKING, Final
 from copycat._ids import DataStructureId
 from copycat._world import REAL_WORLD, World
 from copycat.errors import (
+    ArgumentError,
     BrokenError,
     ClosedError,
+    ConfigError,
     CopyCatError,
     NotLeaderError,
     PeerUnreachableError,
@@ -94,9 +96,10 @@ def _load_node_id(path: Path, configured: int | None) -> int:
     if path.exists():
         stored = int(path.read_text().strip())
         if configured is not None and configured != stored:
-            raise CopyCatError(
+            raise ConfigError(
+                "node_id",
                 f"the data dir {data_dir} belongs to node {stored}, not {configured}; "
-                "use another data dir or the same node id"
+                "use another data dir or the same node id",
             )
         return stored
     node_id = configured or (int.from_bytes(os.urandom(8), "big") >> 1) or 1
@@ -105,6 +108,27 @@ def _load_node_id(path: Path, configured: int | None) -> int:
     tmp.write_text(f"{node_id}\n")
     os.replace(tmp, path)
     return node_id
+
+
+CLUSTER_NAME_FILE: Final = "cluster_name"
+"""Name of the file under the data dir that records the cluster the data belongs to."""
+
+
+def _check_cluster_name(path: Path, name: str) -> None:
+    """Refuse a data dir written under another cluster name (its groups and ids belong
+    to that cluster); record the name in a data dir that has none yet."""
+    if path.exists():
+        stored = path.read_text(encoding="utf-8").rstrip("\n")
+        if stored != name:
+            raise ConfigError(
+                "cluster_name",
+                f"the data dir {path.parent} holds the data of cluster {stored!r}, not "
+                f"{name!r}: use that cluster name, or another data dir for this cluster",
+            )
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{name}\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _legacy_id(gid: int) -> int:
@@ -189,6 +213,11 @@ class CopyCat:
 
     async def start(self) -> None:
         """Open the data dir, start the transport, join the cluster, resume every group."""
+        if self._closed:
+            raise ClosedError(
+                "this node was shut down and cannot start again: make a new CopyCat "
+                "with the same config (its data dir keeps its state)"
+            )
         if self._started:
             raise CopyCatError("this node is already started")
         self._started = True
@@ -203,6 +232,7 @@ class CopyCat:
     async def _open(self) -> None:
         cfg = self.config
         self.node_id = _load_node_id(cfg.node_id_file, cfg.node_id)
+        _check_cluster_name(cfg.node_id_file.parent / CLUSTER_NAME_FILE, cfg.cluster_name)
         world = self.world
         store = cfg.open_log_store() if world.log_store is None else world.log_store(cfg)
         self._store = store
@@ -720,6 +750,11 @@ class CopyCat:
         host no member; and never for an id this node hosted before. Otherwise it raises
         `ClusterUnreachableError` (after up to `proposal_timeout_s`): one group per id."""
         host, _, _ = self._parts()
+        if not callable(snapshot_provider):
+            raise ArgumentError(
+                "snapshot_provider must be a callable that returns the state as bytes "
+                f"(sync or async), not {type(snapshot_provider).__name__}"
+            )
         ds = (
             data_structure_id
             if isinstance(data_structure_id, DataStructureId)
@@ -799,7 +834,7 @@ class Subscription:
         if self._closed:
             raise ClosedError("this subscription is closed")
         if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"proposals are bytes, not {type(data).__name__}")
+            raise ArgumentError(f"proposals are bytes, not {type(data).__name__}")
         host, _, _ = self._node._parts()
         await host.propose(self.data_structure_id.group_id, self._session, bytes(data))
 

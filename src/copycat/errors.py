@@ -3,6 +3,8 @@
     CopyCatError
     ├── ConfigError (also ValueError)          invalid configuration; names the field
     ├── InvalidIdError (also ValueError)       text that is not a data structure id
+    ├── ArgumentError (also TypeError)         a call was given an argument it cannot take
+    ├── AddressInUseError (also OSError)       the address to listen on is taken; names it
     ├── ProposalError                          a proposal was not accepted
     │   ├── NotLeaderError(leader_hint)        this member cannot take it; try the hint
     │   ├── ProposalDroppedError               refused (flow control, pending change); retry later
@@ -39,6 +41,8 @@ from __future__ import annotations
 from typing import Final
 
 __all__: Final = [
+    "AddressInUseError",
+    "ArgumentError",
     "BrokenError",
     "ClosedError",
     "ClusterUnreachableError",
@@ -93,6 +97,24 @@ class InvalidIdError(CopyCatError, ValueError):
     def __init__(self, text: object, reason: str) -> None:
         super().__init__(f"{text!r} is not a data structure id: {reason}")
         self.text = text
+
+
+class ArgumentError(CopyCatError, TypeError):
+    """A call was given an argument of a type (or shape) it cannot take: a proposal that
+    is not bytes, a snapshot provider that is not callable. The message names the
+    argument and what it must be."""
+
+
+class AddressInUseError(CopyCatError, OSError):
+    """The node cannot listen on an address because another socket holds it; `address`
+    ("host:port") and `what` (the transport or gossip) name it. Stop the other process,
+    or give this node another port."""
+
+    def __init__(self, what: str, address: str, detail: str = "") -> None:
+        message = f"the {what} cannot listen on {address}: the address is in use"
+        super().__init__(f"{message} ({detail})" if detail else message)
+        self.what = what
+        self.address = address
 
 
 class ProposalError(CopyCatError):
@@ -244,8 +266,9 @@ class MessageTooLargeError(TransportError):
     """A message is larger than the transport's maximum frame size. Lower the raft
     layer's `max_msg_bytes` or raise the transport's `max_frame_bytes` on every node."""
 
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"a message of {size} bytes exceeds the frame limit of {limit} bytes")
+    def __init__(self, size: int, limit: int, what: str = "a message") -> None:
+        limit_of = "the frame limit" if what == "a message" else "the limit"
+        super().__init__(f"{what} of {size:,} bytes exceeds {limit_of} of {limit:,} bytes")
         self.size = size
         self.limit = limit
 

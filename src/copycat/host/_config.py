@@ -64,6 +64,12 @@ class HostConfig:
     at 150 ms RTT (the bandwidth-delay product of one group), at a few hundred bytes of
     memory each."""
 
+    max_proposal_bytes: int = (16 << 20) - (64 << 10)
+    """Largest proposal `propose` takes, in bytes: it raises `MessageTooLargeError`
+    naming this limit beyond it, whether the leader is on this node or not. Default
+    16 MiB less 64 KiB: one entry must fit the transport's frame (16 MiB by default)
+    with its headers, since an entry travels whole to every member."""
+
     max_msg_bytes: int = 1 << 20
     """Entries per append message, in bytes (raft `max_msg_bytes`)."""
 
@@ -83,6 +89,7 @@ class HostConfig:
             "session_ttl_entries",
             "max_sessions",
             "max_in_flight_proposals",
+            "max_proposal_bytes",
             "max_msg_bytes",
             "feed_batch_bytes",
         ):

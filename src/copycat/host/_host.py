@@ -46,6 +46,7 @@ from copycat.errors import (
     CorruptLogError,
     GroupNotFoundError,
     MayHaveCommittedError,
+    MessageTooLargeError,
     NotLeaderError,
     ProposalDroppedError,
     ProposalError,
@@ -1147,10 +1148,12 @@ class Host:
         the same (session, sequence) until committed or `proposal_timeout_s` passes."""
         if self._closed:
             raise ClosedError("the node is shut down")
+        cfg = self.config
+        if len(data) > cfg.max_proposal_bytes:
+            raise MessageTooLargeError(len(data), cfg.max_proposal_bytes, "a proposal")
         group = self.group(gid)
         if group.refusal is not None:
             raise group.refusal
-        cfg = self.config
         if session.window is None:
             session.window = asyncio.Semaphore(cfg.max_in_flight_proposals)
         async with session.window:

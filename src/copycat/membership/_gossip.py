@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, final
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol, final
 import kinship
 
 from copycat._net import is_loopback
-from copycat.errors import BrokenError, ConfigError
+from copycat.errors import AddressInUseError, BrokenError, ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -231,7 +232,13 @@ class KinshipGossip:
         except kinship.KinshipError as exc:
             raise BrokenError(f"the gossip node did not start: {exc}") from exc
         except OSError as exc:
-            raise BrokenError(f"the gossip node could not bind: {exc}") from exc
+            # kinship's OSError carries no errno, only the OS's text ("... (os error 98)")
+            text = str(exc)
+            if exc.errno == errno.EADDRINUSE or "in use" in text or "os error 98)" in text:
+                raise AddressInUseError(
+                    "gossip endpoint", self._config.bind, "UDP or TCP port"
+                ) from exc
+            raise BrokenError(f"the gossip node could not bind {self._config.bind}: {exc}") from exc
 
     async def join(self, peers: list[str]) -> int:
         if not peers:

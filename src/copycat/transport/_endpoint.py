@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import itertools
 import logging
 import math
@@ -51,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, final
 from copycat import errors
 from copycat._net import is_loopback
 from copycat.errors import (
+    AddressInUseError,
     ClosedError,
     ConfigError,
     CopyCatError,
@@ -1131,20 +1133,30 @@ class Endpoint:
                 self.node_id,
                 cfg.host,
             )
-        if self.server_ssl is None:
-            self._server = await self._loop.create_server(
-                lambda: _Connection(self, outbound=False), cfg.host, cfg.port, backlog=256
-            )
-            sockname = self._server.sockets[0].getsockname()
-        else:
-            # With TLS we accept ourselves, so that a failed TLS handshake surfaces here
-            # with the peer's address (create_server(ssl=...) only logs it at debug).
-            family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
-            listener = socket.create_server((cfg.host, cfg.port), family=family, backlog=256)
-            listener.setblocking(False)
-            self._listener = listener
-            sockname = listener.getsockname()
-            self._accept_task = self._loop.create_task(self._accept_loop(listener, self.server_ssl))
+        try:
+            if self.server_ssl is None:
+                self._server = await self._loop.create_server(
+                    lambda: _Connection(self, outbound=False), cfg.host, cfg.port, backlog=256
+                )
+                sockname = self._server.sockets[0].getsockname()
+            else:
+                # With TLS we accept ourselves, so that a failed TLS handshake surfaces here
+                # with the peer's address (create_server(ssl=...) only logs it at debug).
+                family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+                listener = socket.create_server((cfg.host, cfg.port), family=family, backlog=256)
+                listener.setblocking(False)
+                self._listener = listener
+                sockname = listener.getsockname()
+                self._accept_task = self._loop.create_task(
+                    self._accept_loop(listener, self.server_ssl)
+                )
+        except OSError as exc:
+            where = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
+            if exc.errno == errno.EADDRINUSE:
+                raise AddressInUseError("transport", where, "TCP port") from exc
+            raise OSError(
+                exc.errno, f"the transport cannot listen on {where}: {exc.strerror}"
+            ) from exc
         self._address = (str(sockname[0]), int(sockname[1]))
         self._housekeeping = self._loop.create_task(self._housekeep())
         for peer in self.peers.values():
@@ -1816,16 +1828,40 @@ async def _split_bytes(data: bytes, size: int) -> AsyncIterator[memoryview]:
 
 
 def _ssl_contexts(cfg: TransportConfig) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """Server and client contexts for mutual TLS (TLS 1.2+, CA-verified both ways)."""
+    """Server and client contexts for mutual TLS (TLS 1.2+, CA-verified both ways).
+    A TLS file that cannot be read or parsed is a `ConfigError` naming the `Config`
+    field and the path."""
     tls = cfg.tls
     assert tls is not None
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tls.ca_file)
+    for field, path in (
+        ("tls_ca_file", tls.ca_file),
+        ("tls_cert_file", tls.cert_file),
+        ("tls_key_file", tls.key_file),
+    ):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(field, f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tls.ca_file)
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            "tls_ca_file", f"{tls.ca_file} holds no PEM certificate the CA can be read from: {exc}"
+        ) from None
+    try:
+        server.load_cert_chain(tls.cert_file, tls.key_file)
+        client.load_cert_chain(tls.cert_file, tls.key_file)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            "tls_cert_file",
+            f"{tls.cert_file} and {tls.key_file} are not a PEM certificate and its "
+            f"unencrypted private key: {exc}",
+        ) from None
     server.verify_mode = ssl.CERT_REQUIRED
     server.minimum_version = ssl.TLSVersion.TLSv1_2
-    server.load_cert_chain(tls.cert_file, tls.key_file)
-    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
     client.check_hostname = tls.check_hostname
     client.verify_mode = ssl.CERT_REQUIRED
     client.minimum_version = ssl.TLSVersion.TLSv1_2
-    client.load_cert_chain(tls.cert_file, tls.key_file)
     return server, client

@@ -1,0 +1,186 @@
+"""The API's edge: every mistake a user can make at it raises a `CopyCatError` exported
+from `copycat`, of a type that says what kind of mistake it is, whose message names the
+thing (the file, the address, the limit, the argument, the cluster).
+
+Real nodes run in a subprocess (kinship 0.4 may crash at interpreter teardown, so the
+process that ran a node ends with `os._exit`); this module is also that process's script,
+and each check there records the type and message of what was raised."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+import copycat
+import copycat.errors
+from tests.sync._subprocess import main_then_exit, run_life
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+pytestmark = pytest.mark.timeout(120)
+
+LIMIT = (16 << 20) - (64 << 10)
+"""The documented proposal limit (README, "Limits")."""
+
+
+def test_every_error_class_is_exported_from_copycat() -> None:
+    for name in copycat.errors.__all__:
+        assert getattr(copycat, name) is getattr(copycat.errors, name), name
+        assert name in copycat.__all__
+    assert issubclass(copycat.ConfigError, copycat.CopyCatError)
+    assert issubclass(copycat.NotEnoughNodesError, copycat.CopyCatError)
+
+
+def test_new_error_types_are_also_the_builtin_ones_callers_caught_before() -> None:
+    assert issubclass(copycat.ArgumentError, TypeError)  # propose(str) raised TypeError
+    assert issubclass(copycat.AddressInUseError, OSError)  # a bind raised OSError
+    error = copycat.AddressInUseError("gossip", "127.0.0.1:7459", "UDP or TCP port")
+    assert "127.0.0.1:7459" in str(error)
+    assert (error.what, error.address) == ("gossip", "127.0.0.1:7459")
+
+
+@pytest.mark.asyncio
+async def test_a_proposal_over_the_limit_fails_at_once_on_a_follower_too() -> None:
+    """With the leader on another node the proposal used to be forwarded, logged once a
+    second and fail after 30 s as 'may still commit'; now it is refused at the call."""
+    from copycat.host import Session
+    from tests.host.conftest import Cluster
+
+    cluster = Cluster()
+    try:
+        for node_id in (1, 2, 3):
+            await cluster.add(node_id)
+        leader = await cluster.start_group(7, [1, 2, 3])
+        follower = next(i for i in (1, 2, 3) if i != leader)
+        async with asyncio.timeout(5):
+            with pytest.raises(copycat.MessageTooLargeError) as info:
+                await cluster.hosts[follower].propose(7, Session(), b"x" * (LIMIT + 1))
+        assert f"limit of {LIMIT:,} bytes" in str(info.value)
+        assert (info.value.size, info.value.limit) == (LIMIT + 1, LIMIT)
+        await cluster.hosts[follower].propose(7, Session(), b"x" * 1024)  # still fine
+    finally:
+        await cluster.close()
+
+
+@pytest.fixture(scope="module")
+def checks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
+    root = tmp_path_factory.mktemp("edge")
+    result: dict[str, dict[str, str]] = run_life("tests.test_api_edge", str(root), tag="result")
+    return result
+
+
+@pytest.mark.parametrize(
+    ("check", "error", "named"),
+    [
+        ("start_after_shutdown", "ClosedError", ["shut down", "new CopyCat"]),
+        ("provider_not_callable", "ArgumentError", ["snapshot_provider", "callable", "bytes"]),
+        ("propose_not_bytes", "ArgumentError", ["proposals are bytes", "str"]),
+        ("propose_too_large", "MessageTooLargeError", [f"limit of {LIMIT:,} bytes"]),
+        ("transport_port_in_use", "AddressInUseError", ["transport", "{transport}"]),
+        ("gossip_port_in_use", "AddressInUseError", ["gossip", "{gossip}"]),
+        ("missing_tls_file", "ConfigError", ["tls_ca_file", "{missing}"]),
+        ("other_cluster", "ConfigError", ["cluster_name", "'first'", "'second'", "{dir_e}"]),
+        ("other_node_id", "ConfigError", ["node_id", "{dir_f}"]),
+    ],
+)
+def test_each_mistake_raises_its_type_naming_the_thing(
+    checks: dict[str, dict[str, str]], check: str, error: str, named: list[str]
+) -> None:
+    got = checks[check]
+    assert got["type"] == error, got
+    assert issubclass(getattr(copycat, got["type"]), copycat.CopyCatError)
+    for part in named:
+        text = part.format(**checks["where"])
+        assert text in got["message"], (text, got["message"])
+
+
+# -- the node process -----------------------------------------------------------------------
+
+
+async def _record(out: dict[str, dict[str, str]], name: str, attempt: Awaitable[Any]) -> None:
+    try:
+        await attempt
+    except Exception as exc:  # what the check is about: record its type and message
+        out[name] = {"type": type(exc).__name__, "message": str(exc)}
+    else:
+        out[name] = {"type": "nothing raised", "message": ""}
+
+
+def _taken_port(kind: int) -> tuple[socket.socket, int]:
+    sock = socket.socket(socket.AF_INET, kind)
+    sock.bind(("127.0.0.1", 0))
+    if kind == socket.SOCK_STREAM:
+        sock.listen()
+    return sock, int(sock.getsockname()[1])
+
+
+async def _life(root: Path) -> dict[str, Any]:
+    from copycat import Config, CopyCat
+
+    out: dict[str, Any] = {}
+
+    def local(name: str, **overrides: Any) -> Config:
+        return Config.local(data_dir=str(root / name), **overrides)
+
+    cc = CopyCat(local("a"))
+    await cc.start()
+    ds = await cc.allocate_data_structure(replicas=1)
+    provider: Callable[[], bytes] = lambda: b""  # noqa: E731
+    await _record(out, "provider_not_callable", cc.subscribe(ds, b""))  # type: ignore[arg-type]
+    sub = await cc.subscribe(ds, provider)
+    await _record(out, "propose_not_bytes", sub.propose("text"))  # type: ignore[arg-type]
+    await _record(out, "propose_too_large", sub.propose(b"x" * (LIMIT + 1)))
+    await sub.propose(b"fits")
+    await cc.shutdown()
+    await _record(out, "start_after_shutdown", cc.start())
+
+    held, port = _taken_port(socket.SOCK_STREAM)
+    with contextlib.closing(held):
+        await _record(out, "transport_port_in_use", CopyCat(local("b", port=port)).start())
+    udp, gossip = _taken_port(socket.SOCK_DGRAM)
+    with contextlib.closing(udp):
+        await _record(out, "gossip_port_in_use", CopyCat(local("c", gossip_port=gossip)).start())
+
+    missing = root / "no-such-ca.pem"
+    tls = {"tls_ca_file": str(missing), "tls_cert_file": "n.pem", "tls_key_file": "n.key"}
+    await _record(out, "missing_tls_file", CopyCat(local("d", **tls)).start())
+
+    async with CopyCat(local("e", cluster_name="first")):
+        pass
+    await _record(out, "other_cluster", CopyCat(local("e", cluster_name="second")).start())
+    async with CopyCat(local("f", node_id=5)):
+        pass
+    await _record(out, "other_node_id", CopyCat(local("f", node_id=6)).start())
+
+    out["where"] = {
+        "transport": f"127.0.0.1:{port}",
+        "gossip": f"127.0.0.1:{gossip}",
+        "missing": str(missing),
+        "dir_e": str(root / "e"),
+        "dir_f": str(root / "f"),
+    }
+    return out
+
+
+def _main() -> None:
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    root = Path(sys.argv[1])
+
+    async def bounded() -> dict[str, Any]:
+        async with asyncio.timeout(90):
+            return await _life(root)
+
+    print("result " + json.dumps(asyncio.run(bounded())), flush=True)
+
+
+if __name__ == "__main__":
+    main_then_exit(_main)
