@@ -127,6 +127,8 @@ def test_compression_codecs_match_the_transport() -> None:
 # -- validation: every rule names its field -------------------------------------------------
 
 INVALID: list[tuple[str, dict[str, object]]] = [
+    ("http_port", {"http_port": 70000}),
+    ("http_port", {"http_port": 7458}),
     ("leader_follows_writers", {"leader_follows_writers": "yes"}),
     ("leader_follow_after_s", {"leader_follow_after_s": -1.0}),
     ("hostname", {"hostname": ""}),
@@ -453,6 +455,7 @@ def test_from_env_reads_every_field() -> None:
         "COPYCAT_COMPRESSION": " lz4 ",
         "COPYCAT_LEADER_FOLLOWS_WRITERS": "on",
         "COPYCAT_LEADER_FOLLOW_AFTER_S": "7.5",
+        "COPYCAT_HTTP_PORT": "17460",
     }
     assert {name.removeprefix("COPYCAT_").lower() for name in env} == set(FIELD_NAMES)
     c = Config.from_env(environ=env)
@@ -487,6 +490,7 @@ def test_from_env_reads_every_field() -> None:
         compression=("lz4",),
         leader_follows_writers=True,
         leader_follow_after_s=7.5,
+        http_port=17460,
     )
 
 

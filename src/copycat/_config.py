@@ -105,6 +105,7 @@ class _ConfigKwargs(TypedDict, total=False):
     compression: Sequence[str]
     leader_follows_writers: bool
     leader_follow_after_s: float
+    http_port: int | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -342,6 +343,15 @@ class Config:
     group's proposals for about a round trip) for bursts that would have ended anyway.
     Positive."""
 
+    http_port: int | None = None
+    """TCP port of the node's HTTP endpoint for operators: `/metrics` (Prometheus),
+    `/status` (JSON: members, groups, leaders, lag), `/healthz` and `/readyz`
+    (docs/operations.md). It listens on the bind address (`bind_host`, else
+    `hostname`), plain HTTP and without authentication: keep it on a network only
+    operators reach. Default None: no endpoint (metrics stay readable in-process with
+    `CopyCat.metrics()`). 0 lets the OS pick (read it back from `CopyCat.http_address`).
+    Must differ from `port` and `gossip_port`."""
+
     # -- validation ---------------------------------------------------------------------
 
     def __post_init__(self) -> None:
@@ -513,6 +523,10 @@ class Config:
         if not isinstance(self.leader_follows_writers, bool):
             raise ConfigError("leader_follows_writers", "must be True or False")
         _check_seconds("leader_follow_after_s", self.leader_follow_after_s)
+        if self.http_port is not None:
+            _check_port("http_port", self.http_port)
+            if self.http_port != 0 and self.http_port in (self.port, self.gossip_port):
+                raise ConfigError("http_port", "must differ from port and gossip_port")
         for codec in self.compression:
             if codec not in COMPRESSION_CODECS:
                 raise ConfigError(
@@ -932,6 +946,7 @@ _INT_FIELDS: Final = frozenset(
         "snapshot_every_entries",
         "snapshot_keep_entries",
         "replicas",
+        "http_port",
     }
 )
 _FLOAT_FIELDS: Final = frozenset(
@@ -950,6 +965,7 @@ _OPTIONAL_FIELDS: Final = frozenset(
         "tls_ca_file",
         "tls_cert_file",
         "tls_key_file",
+        "http_port",
     }
 )
 

@@ -26,10 +26,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from copycat._ids import DataStructureId
+from copycat._observe import Observer
 from copycat._world import REAL_WORLD, World
 from copycat.errors import (
     ArgumentError,
@@ -131,6 +133,10 @@ def _check_cluster_name(path: Path, name: str) -> None:
     os.replace(tmp, path)
 
 
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _legacy_id(gid: int) -> int:
     """The group id as the directory carries it (63 bits). The full 128-bit raft group
     id is the data structure's ULID, which the directory entry names anyway."""
@@ -192,6 +198,8 @@ class CopyCat:
         self._rejoins: dict[int, asyncio.Task[None]] = {}
         self._published: dict[int, int] = {}
         """The directory group id last published for each group hosted here."""
+        self._observer = Observer(self)
+        """Metrics, status and health (served over HTTP when `http_port` is set)."""
         self._published_address = ""
         """The transport address other nodes dial, once started (see `address`)."""
         self._split_with: dict[int, tuple[int, ...]] = {}
@@ -338,6 +346,9 @@ class CopyCat:
         repair.start()
         if self._follower is not None:
             self._follow_task = loop.create_task(self._follower.run())
+        if cfg.http_port is not None:
+            bind = cfg.hostname if cfg.bind_host is None else cfg.bind_host
+            await self._observer.serve(bind, cfg.http_port)
 
     async def shutdown(self) -> None:
         """Leave the cluster and stop. Subscriptions are closed (their members stay)."""
@@ -366,6 +377,7 @@ class CopyCat:
         await self._close_parts()
 
     async def _close_parts(self) -> None:
+        await self._observer.close()
         if self._host is not None:
             await self._host.close()
         if self._membership is not None:
@@ -443,6 +455,121 @@ class CopyCat:
         the number of groups currently quiescent."""
         host, _, _ = self._parts()
         return {**host.counters, "quiescent_groups": host.quiescent_groups()}
+
+    # -- observability ---------------------------------------------------------------------
+
+    @property
+    def http_address(self) -> str | None:
+        """ "host:port" of the HTTP endpoint (`Config.http_port`), or None when off."""
+        address = self._observer.address
+        return None if address is None else _join(*address)
+
+    def metrics(self) -> bytes:
+        """Every metric of this node in the Prometheus text format (what `/metrics`
+        serves), readable without the HTTP endpoint."""
+        self._parts()
+        return self._observer.metrics()
+
+    def status(self) -> dict[str, Any]:
+        """This node, its members and its groups as plain data (what `/status` serves;
+        docs/operations.md describes each field)."""
+        host, _, membership = self._parts()
+        cfg = self.config
+        members = [
+            {
+                "node_id": m.node_id,
+                "name": m.transport_address,
+                "data_center": m.data_center,
+                "rack": m.rack,
+                "state": m.state.value,
+                "gossip_address": m.gossip_address,
+            }
+            for m in membership.view().members
+        ]
+        groups = []
+        for gid in sorted(host.groups):
+            status = host.group_status(gid)
+            if status is None:
+                continue
+            group = host.groups[gid]
+            followers: dict[str, dict[str, int]] = {}
+            if status.is_leader:
+                last = group.raw.last_index()
+                for node, match in sorted(host.matches(gid).items()):
+                    if node != self.node_id:
+                        followers[str(node)] = {"match": match, "lag_entries": last - match}
+            feed = group.feed
+            subscriber = (
+                None
+                if feed is None
+                else {
+                    "delivered": feed.position,
+                    "lag_entries": max(0, status.commit - feed.position),
+                }
+            )
+            groups.append(
+                {
+                    "data_structure_id": str(DataStructureId.from_int(gid)),
+                    "group_id": gid,
+                    "role": status.role.name.lower(),
+                    "leader": status.leader_id,
+                    "term": status.term,
+                    "commit": status.commit,
+                    "applied": status.applied,
+                    "voters": sorted(status.voters),
+                    "learners": sorted(status.learners),
+                    "followers": followers,
+                    "subscriber": subscriber,
+                }
+            )
+        return {
+            "node": {
+                "node_id": self.node_id,
+                "name": self.address,
+                "gossip_address": self.gossip_address,
+                "data_center": cfg.data_center,
+                "rack": cfg.rack,
+                "cluster_name": cfg.cluster_name,
+            },
+            "members": members,
+            "groups": groups,
+        }
+
+    def readiness(self) -> list[str]:
+        """Why this node is not ready to serve its subscribers (empty: ready): it has not
+        reached its cluster, or a subscribed group has no leader it knows."""
+        if self._closed or not self._started or self._host is None:
+            return ["the node is not running"]
+        reasons = []
+        if self._creation is not None and not self._creation.cluster_seen:
+            reasons.append("no node of peers_to_contact answered yet")
+        for gid in sorted(self._subscriptions):
+            status = self._host.group_status(gid)
+            if status is None or not status.leader_id:
+                reasons.append(f"{DataStructureId.from_int(gid)} has no leader")
+        return reasons
+
+    def metric_counters(self) -> dict[str, dict[str, int]]:
+        """The counters behind `copycat_<layer>_events_total`, by layer."""
+        host, endpoint, membership = self._parts()
+        out: dict[str, dict[str, int]] = {"host": dict(host.counters)}
+        stats = getattr(endpoint, "stats", None)
+        if callable(stats):
+            transport = stats()
+            fields = getattr(transport, "__dataclass_fields__", {})
+            out["transport"] = {
+                name: int(getattr(transport, name))
+                for name in fields
+                if isinstance(getattr(transport, name), int)
+            }
+            out["transport_refused"] = dict(getattr(transport, "refused", {}))
+        gossip = membership.counters()
+        out["gossip"] = {
+            name: int(getattr(gossip, name))
+            for name in getattr(gossip, "__dataclass_fields__", {})
+            if isinstance(getattr(gossip, name), int)
+        }
+        return out
 
     # -- peers -----------------------------------------------------------------------------
 
@@ -836,7 +963,18 @@ class Subscription:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise ArgumentError(f"proposals are bytes, not {type(data).__name__}")
         host, _, _ = self._node._parts()
-        await host.propose(self.data_structure_id.group_id, self._session, bytes(data))
+        observer = self._node._observer
+        started = time.perf_counter()
+        try:
+            await host.propose(self.data_structure_id.group_id, self._session, bytes(data))
+        except ProposalTimeoutError:
+            observer.proposals.labels("timeout").inc()
+            raise
+        except CopyCatError:
+            observer.proposals.labels("failed").inc()
+            raise
+        observer.proposals.labels("ok").inc()
+        observer.commit_latency.observe(time.perf_counter() - started)
 
     def commits(self) -> AsyncIterator[bytes | LoadSnapshot]:
         """Every committed proposal's bytes, in the group's order, exactly once; first

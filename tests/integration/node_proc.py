@@ -90,6 +90,7 @@ async def main() -> None:
     parser.add_argument("--durable", action="store_true", help="fsync every commit")
     parser.add_argument("--routes", default="", help="node=host:port,...: WAN emulator links")
     parser.add_argument("--follow-after", type=float, default=0.0, help="leader follows writers")
+    parser.add_argument("--http-port", type=int, default=None, help="metrics and status")
     args = parser.parse_args()
     # stderr goes to a file beside the data dir (see cluster.py): keep the node's story
     logging.basicConfig(
@@ -111,9 +112,16 @@ async def main() -> None:
         durable=args.durable,
         leader_follows_writers=args.follow_after > 0,
         leader_follow_after_s=args.follow_after or 15.0,
+        http_port=args.http_port,
     )
     async with CopyCat(config, world=redirect_world(parse_routes(args.routes))) as cc:
-        emit(event="ready", node_id=cc.node_id, pid=os.getpid(), fsync=store_syncs(cc))
+        emit(
+            event="ready",
+            node_id=cc.node_id,
+            pid=os.getpid(),
+            fsync=store_syncs(cc),
+            http=cc.http_address,
+        )
         await node_commands(cc).serve()
     emit(event="stopped")
     sys.stdout.flush()

@@ -66,6 +66,7 @@ _FLAG_FIELDS: Final = {
     "replicas": "replicas",
     "leader_follows_writers": "leader_follows_writers",
     "leader_follow_after_s": "leader_follow_after_s",
+    "http_port": "http_port",
 }
 _FIELD_FLAGS: Final = {field: "--" + dest.replace("_", "-") for dest, field in _FLAG_FIELDS.items()}
 
@@ -178,6 +179,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="with --preset wan: the longest round trip between two data centers, "
         "which the raft timing is scaled to (default 0.15)",
+    )
+    tune.add_argument(
+        "--http-port",
+        type=int,
+        help="serve /metrics (Prometheus), /status, /healthz and /readyz on this port "
+        "of the bind address (0: the OS picks; default: off)",
     )
     run = parser.add_argument_group("process")
     run.add_argument(

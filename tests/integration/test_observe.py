@@ -1,0 +1,91 @@
+"""A real node's HTTP endpoint for operators (`Config.http_port`): `/metrics` parses
+with prometheus-client's own parser and its counters move under proposals; `/status`
+shows members, groups, leaders and the lag of a subscriber and of followers; `/healthz`
+and `/readyz` answer; other paths and methods are refused."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import TYPE_CHECKING
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .cluster import ProcessCluster, acked, proposed, wait_until
+
+if TYPE_CHECKING:
+    from .cluster import NodeProcess
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120)]
+
+
+def get(node: NodeProcess, path: str) -> tuple[int, str]:
+    url = f"http://{node.ready['http']}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return int(error.code), error.read().decode()
+
+
+def samples(node: NodeProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    code, text = get(node, "/metrics")
+    assert code == 200
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def test_metrics_status_and_health_of_a_real_node(procs: ProcessCluster) -> None:
+    for node_id in (1, 2, 3):
+        procs.add(node_id, extra=["--http-port=0"])
+    procs.wait_members(3)
+    n1 = procs.nodes[1]
+    n1.send(op="allocate", replicas=3)
+    ds = str(n1.wait_for("allocated", 30)["id"])
+    n1.send(op="subscribe", id=ds)
+    n1.wait_for("subscribed", 30)
+    before = samples(n1)
+    ok = ("copycat_proposals_total", (("outcome", "ok"),))
+    assert before[ok] == 0
+
+    n1.send(op="propose", id=ds, prefix="p", count=50, concurrency=4)
+    wait_until(lambda: proposed(n1, "p"), 60, "50 proposals")
+    assert len(acked(n1)) == 50
+    after = samples(n1)
+    assert after[ok] == 50
+    assert after[("copycat_commit_latency_seconds_count", ())] == 50
+    cycles = ("copycat_host_events_total", (("event", "cycles"),))
+    assert after[cycles] > before[cycles]
+    sent = ("copycat_transport_events_total", (("event", "bytes_sent"),))
+    assert after[sent] > before[sent]
+    labels = (("data_structure", ds),)
+    assert after[("copycat_group_commit_index", labels)] >= 50
+    assert ("copycat_subscriber_lag_entries", labels) in after
+    assert after[("copycat_members", (("state", "alive"),))] == 3
+
+    code, text = get(n1, "/status")
+    assert code == 200
+    status = json.loads(text)
+    assert status["node"]["node_id"] == 1
+    assert {m["node_id"] for m in status["members"]} == {1, 2, 3}
+    (group,) = [g for g in status["groups"] if g["data_structure_id"] == ds]
+    assert group["leader"] in (1, 2, 3)
+    assert group["commit"] >= 50
+    assert group["subscriber"]["delivered"] <= group["commit"]
+    leaders = [
+        g
+        for n in procs.nodes.values()
+        for g in json.loads(get(n, "/status")[1])["groups"]
+        if g["data_structure_id"] == ds and g["role"] == "leader"
+    ]
+    assert len(leaders) == 1
+    assert set(leaders[0]["followers"]) >= {str(i) for i in (1, 2, 3)} - {str(leaders[0]["leader"])}
+
+    assert get(n1, "/healthz") == (200, "ok\n")
+    assert get(n1, "/readyz") == (200, "ready\n")
+    assert get(n1, "/nope")[0] == 404
