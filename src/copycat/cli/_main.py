@@ -6,7 +6,7 @@
 #
 # What must not: run a node in this process except through `copycat node` (which then
 # ends the process itself, see `_runtime`).
-"""`copycat demo | node | status`."""
+"""`copycat demo | node | status | certs`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from copycat._version import __version__
-from copycat.cli import _node_cmd
+from copycat.cli import _certs, _node_cmd
 
 __all__: Final = ["build_parser", "main"]
 
@@ -74,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
         "$COPYCAT_DATA_DIR)",
     )
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+
+    certs = commands.add_parser(
+        "certs",
+        help="make a cluster CA and node certificates for mutual TLS",
+        description="Make the cluster CA once (`copycat certs ca`), then one certificate "
+        "per node signed by it (`copycat certs node`), for --tls-ca-file, --tls-cert-file, "
+        "--tls-key-file and --tls-bind-node-id.",
+    )
+    _certs.add_arguments(certs)
     return parser
 
 
@@ -121,4 +130,6 @@ def main(argv: list[str] | None = None) -> int:
         return _demo.run(keep_data=bool(args.keep_data))
     if args.command == "node":
         return _node_cmd.run(args, os.environ)
+    if args.command == "certs":
+        return _certs.run(args)
     return _status(args)
