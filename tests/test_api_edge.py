@@ -184,3 +184,36 @@ def _main() -> None:
 
 if __name__ == "__main__":
     main_then_exit(_main)
+
+
+@pytest.mark.parametrize(
+    ("kind", "level", "said"),
+    [
+        ("MemberJoined", logging.INFO, "joined"),
+        ("MemberRecovered", logging.INFO, "is back"),
+        ("MemberLeft", logging.INFO, "left the cluster"),
+        ("MemberFailed", logging.WARNING, "failed"),
+    ],
+)
+def test_member_joins_failures_and_departures_are_logged(
+    kind: str, level: int, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from copycat import _node, membership
+    from copycat.membership._view import MemberState
+
+    member = membership.MemberInfo(
+        node_id=7,
+        transport_address="10.0.0.7:7458",
+        data_center="eu-west",
+        rack="r2",
+        state=MemberState.ALIVE,
+        epoch=1,
+        gossip_address="10.0.0.7:7459",
+        directory_version=0,
+    )
+    with caplog.at_level(logging.INFO, logger="copycat"):
+        _node._log_member_event(getattr(membership, kind)(member=member))
+    (record,) = caplog.records
+    assert record.levelno == level
+    assert "node 7 (10.0.0.7:7458, eu-west/r2)" in record.getMessage()
+    assert said in record.getMessage()

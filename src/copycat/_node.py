@@ -133,6 +133,31 @@ def _check_cluster_name(path: Path, name: str) -> None:
     os.replace(tmp, path)
 
 
+_MEMBER_EVENTS: Final = {
+    MemberJoined: "joined",
+    MemberRecovered: "is back (it refuted its suspicion or returned)",
+    MemberFailed: "failed (gossip suspects it dead; its replicas wait repair_grace_s)",
+    MemberLeft: "left the cluster",
+}
+
+
+def _log_member_event(event: object) -> None:
+    """Member joins, failures and departures at info (warning for a failure)."""
+    for kind, what in _MEMBER_EVENTS.items():
+        if isinstance(event, kind):
+            member = event.member  # type: ignore[attr-defined]
+            log.log(
+                logging.WARNING if kind is MemberFailed else logging.INFO,
+                "member node %d (%s, %s/%s) %s",
+                member.node_id,
+                member.transport_address or member.gossip_address,
+                member.data_center,
+                member.rack,
+                what,
+            )
+            return
+
+
 def _join(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -591,6 +616,7 @@ class CopyCat:
             if isinstance(event, DirectoryChanged) and self._repair is not None:
                 self._repair.poke()  # two groups under one id show in the directory
                 continue
+            _log_member_event(event)
             if isinstance(event, MemberLeft):
                 self._creator().forget(event.member.node_id)
                 if membership.address_of(event.member.node_id) is None:
