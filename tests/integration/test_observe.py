@@ -1,11 +1,14 @@
 """A real node's HTTP endpoint for operators (`Config.http_port`): `/metrics` parses
 with prometheus-client's own parser and its counters move under proposals; `/status`
-shows members, groups, leaders and the lag of a subscriber and of followers; `/healthz`
-and `/readyz` answer; other paths and methods are refused."""
+shows members, groups, leaders and the lag of a subscriber and of followers, and
+`copycat status --node` prints it for this embedded node; `/healthz` and `/readyz`
+answer; other paths are refused."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING
@@ -85,6 +88,32 @@ def test_metrics_status_and_health_of_a_real_node(procs: ProcessCluster) -> None
     ]
     assert len(leaders) == 1
     assert set(leaders[0]["followers"]) >= {str(i) for i in (1, 2, 3)} - {str(leaders[0]["leader"])}
+
+    # `copycat status --node` reads the endpoint of this embedded (not CLI) node.
+    shown = subprocess.run(
+        [sys.executable, "-m", "copycat.cli", "status", "--node", str(n1.ready["http"])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert "members (3):" in out
+    for member in status["members"]:
+        assert member["name"] in out
+    assert ds in out
+    assert "SUBSCRIBER LAG" in out
+    assert " behind" in out
+    unanswered = subprocess.run(
+        [sys.executable, "-m", "copycat.cli", "status", "--node", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert unanswered.returncode == 1
+    assert "127.0.0.1:1/status" in unanswered.stderr
 
     assert get(n1, "/healthz") == (200, "ok\n")
     assert get(n1, "/readyz") == (200, "ready\n")

@@ -61,10 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser(
         "status",
-        help="print the members and groups a local node sees",
-        description="Read the status file a `copycat node` keeps in its data dir and "
-        "print its members and the groups it hosts. Exit 0 when the node runs, 1 when "
-        "it is stopped, gone or not responding, or has no status file.",
+        help="print the members and groups a node sees",
+        description="Read the status file a `copycat node` keeps in its data dir (or, with "
+        "--node, the /status of any node's HTTP endpoint) and print its members and the "
+        "groups it hosts. Exit 0 when the node runs, 1 when it is stopped, gone or not "
+        "responding, or has no status file.",
     )
     status.add_argument(
         "--data-dir",
@@ -72,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="data dir of a node on this machine (repeatable; default ./copy-cat-db or "
         "$COPYCAT_DATA_DIR)",
+    )
+    status.add_argument(
+        "--node",
+        metavar="HOST:PORT",
+        action="append",
+        help="the HTTP endpoint (http_port, --http-port) of a node, on any machine, "
+        "embedded programs included (repeatable); instead of --data-dir",
     )
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
 
@@ -89,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _status(args: argparse.Namespace) -> int:
     from copycat.cli._status import StatusError, liveness, read_status, render
 
+    if args.node:
+        return _remote_status(args.node, as_json=bool(args.json))
     dirs: list[Path] = args.data_dir or [Path(os.environ.get("COPYCAT_DATA_DIR", "./copy-cat-db"))]
     code = 0
     now = time.time()
@@ -110,6 +120,29 @@ def _status(args: argparse.Namespace) -> int:
                 print()
             print(render(status, now=now))
     if args.json:
+        print(json.dumps(documents, indent=1, sort_keys=True))
+    return code
+
+
+def _remote_status(addresses: list[str], *, as_json: bool) -> int:
+    from copycat.cli._status import StatusError, fetch_remote, render_remote
+
+    code = 0
+    documents: list[dict[str, object]] = []
+    for i, address in enumerate(addresses):
+        try:
+            document = fetch_remote(address)
+        except StatusError as exc:
+            print(f"copycat status: {exc}", file=sys.stderr)
+            code = 1
+            continue
+        if as_json:
+            documents.append({"address": address, **document})
+        else:
+            if i:
+                print()
+            print(render_remote(document))
+    if as_json:
         print(json.dumps(documents, indent=1, sort_keys=True))
     return code
 

@@ -416,3 +416,95 @@ def render(status: NodeStatus, *, now: float) -> str:
     else:
         lines.append("  (none)")
     return "\n".join(lines)
+
+
+# -- reading a node's HTTP endpoint (`copycat status --node`) --------------------------------
+
+
+def fetch_remote(address: str, timeout_s: float = 5.0) -> dict[str, object]:
+    """The `/status` document of the node whose HTTP endpoint (`Config.http_port`) is at
+    `address` ("host:port"): any node, on any machine, embedded programs included.
+    Raises `StatusError` naming the address when it does not answer with one."""
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{address}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            document: object = json.loads(response.read().decode("utf-8"))
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise StatusError(
+            f"no status from {url}: {reason} (is the node's http_port / --http-port "
+            "set, and is this its address?)"
+        ) from None
+    except (ValueError, UnicodeDecodeError):
+        raise StatusError(f"{url} did not answer with a CopyCat status document") from None
+    if not isinstance(document, dict) or not {"node", "members", "groups"} <= set(document):
+        raise StatusError(f"{url} did not answer with a CopyCat status document")
+    return document
+
+
+def render_remote(document: Mapping[str, object]) -> str:
+    """A `/status` document as the text `copycat status --node` prints: the node, its
+    members, and its groups with the lag of its subscriber and, where it leads, of each
+    follower."""
+    node = document["node"]
+    members = document["members"]
+    groups = document["groups"]
+    assert isinstance(node, dict)
+    assert isinstance(members, list)
+    assert isinstance(groups, list)
+    me = node["node_id"]
+    lines = [
+        f"node {me} {node['name']} ({node['data_center']}/{node['rack']}), "
+        f"gossip {node['gossip_address']}, cluster {node['cluster_name']!r}",
+        f"members ({len(members)}):",
+        *_table(
+            ["NODE", "NAME", "DC", "RACK", "STATE"],
+            [
+                [
+                    str(m["node_id"]) + ("*" if m["node_id"] == me else ""),
+                    str(m["name"]),
+                    str(m["data_center"]),
+                    str(m["rack"]),
+                    str(m["state"]),
+                ]
+                for m in members
+            ],
+        ),
+        f"groups ({len(groups)}):",
+    ]
+    rows = []
+    for g in groups:
+        sub = g["subscriber"]
+        followers = g["followers"]
+        rows.append(
+            [
+                str(g["data_structure_id"]),
+                str(g["role"]),
+                str(g["leader"] or "-"),
+                str(g["term"]),
+                str(g["commit"]),
+                str(g["applied"]),
+                "-" if sub is None else f"{sub['lag_entries']} behind",
+                ", ".join(f"{n}: {f['lag_entries']}" for n, f in followers.items()) or "-",
+            ]
+        )
+    if rows:
+        lines += _table(
+            [
+                "DATA STRUCTURE",
+                "RAFT",
+                "LEADER",
+                "TERM",
+                "COMMIT",
+                "APPLIED",
+                "SUBSCRIBER LAG",
+                "FOLLOWER LAG (entries)",
+            ],
+            rows,
+        )
+    else:
+        lines.append("  (none)")
+    return "\n".join(lines)
