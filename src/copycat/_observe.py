@@ -172,6 +172,7 @@ class Observer:
         return self.address
 
     async def close(self) -> None:
+        self.address = None
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from copycat import LOAD_SNAPSHOT, LoadSnapshot
 from copycat._ids import DataStructureId
+from copycat._node import GroupInfo
 from copycat.errors import ClosedError, CopyCatError, NotEnoughNodesError
+from copycat.membership import MemberInfo, MemberState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +30,8 @@ class Behaviour:
     """Knobs of the fake node and of every subscription it makes."""
 
     nodes: int = 3
+    node_id: int = 7
+    """The id the fake node takes when it starts (0 before, as the real node)."""
     start_error: BaseException | None = None
     start_hangs: bool = False
     shutdown_hangs: bool = False
@@ -152,6 +157,10 @@ class FakeNode:
         self.left_with: float | None = None
         self.subscriptions: list[FakeSubscription] = []
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.node_id = 0
+        self.query_threads: set[int] = set()
+        """Idents of the threads the queries were answered on."""
+        self.cycles = 0
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -159,7 +168,81 @@ class FakeNode:
             await asyncio.Event().wait()
         if self.behaviour.start_error is not None:
             raise self.behaviour.start_error
+        self.node_id = self.behaviour.node_id
         self.started = True
+
+    def _queried(self) -> None:
+        self.query_threads.add(threading.get_ident())
+
+    @property
+    def address(self) -> str:
+        self._queried()
+        return "127.0.0.1:7001"
+
+    @property
+    def gossip_address(self) -> str:
+        self._queried()
+        return "127.0.0.1:7002"
+
+    def members(self) -> tuple[MemberInfo, ...]:
+        self._queried()
+        return (
+            MemberInfo(
+                node_id=self.node_id,
+                transport_address="127.0.0.1:7001",
+                data_center="",
+                rack="",
+                state=MemberState.ALIVE,
+                epoch=1,
+                gossip_address="127.0.0.1:7002",
+                directory_version=len(self.subscriptions),
+            ),
+        )
+
+    def groups(self) -> tuple[GroupInfo, ...]:
+        self._queried()
+        return tuple(
+            GroupInfo(
+                data_structure_id=str(sub.data_structure_id),
+                member="subscriber",
+                raft_role="leader",
+                leader_id=self.node_id,
+                term=1,
+                commit=len(sub.log),
+                applied=len(sub.log),
+                voters=(self.node_id,),
+                learners=(),
+                replicas_on=(self.node_id,),
+            )
+            for sub in sorted(self.subscriptions, key=lambda s: s.data_structure_id.group_id)
+            if not sub.closed
+        )
+
+    def counters(self) -> dict[str, int]:
+        self._queried()
+        self.cycles += 1
+        return {"cycles": self.cycles, "quiescent_groups": 0}
+
+    @property
+    def http_address(self) -> str | None:
+        self._queried()
+        return "127.0.0.1:7003"
+
+    def metrics(self) -> bytes:
+        self._queried()
+        return b"copycat_fake_cycles_total 1\n"
+
+    def status(self) -> dict[str, Any]:
+        self._queried()
+        return {"node": {"node_id": self.node_id}, "members": [], "groups": []}
+
+    def readiness(self) -> list[str]:
+        self._queried()
+        return [] if self.started and not self.shut_down else ["the node is not running"]
+
+    def metric_counters(self) -> dict[str, dict[str, int]]:
+        self._queried()
+        return {"host": {"cycles": self.cycles}}
 
     async def shutdown(self) -> None:
         if self.behaviour.shutdown_hangs:

@@ -101,10 +101,10 @@ def test_context_manager_starts_and_shuts_down_the_node(factory: FakeFactory) ->
 
 def test_calls_before_start_and_after_shutdown_are_refused(factory: FakeFactory) -> None:
     cc = CopyCat(Config(), node_factory=factory)
-    with pytest.raises(RuntimeError, match="not started"):
+    with pytest.raises(CopyCatError, match="start the node first"):
         cc.allocate_data_structure()
     cc.start(timeout=SAFETY_S)
-    with pytest.raises(RuntimeError, match="once"):
+    with pytest.raises(CopyCatError, match="once"):
         cc.start()
     cc.shutdown(timeout=SAFETY_S)
     cc.shutdown(timeout=SAFETY_S)  # idempotent
@@ -134,7 +134,7 @@ def test_a_failing_start_raises_its_error_and_stops_the_thread(factory: FakeFact
 def test_without_a_node_class_start_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_facade, "_NODE_CLASS", "NoSuchNodeClass")
     cc = CopyCat(Config())
-    with pytest.raises(RuntimeError, match="node_factory"):
+    with pytest.raises(CopyCatError, match="node_factory"):
         cc.start(timeout=SAFETY_S)
     assert not cc.loop_thread.is_alive()
 
@@ -465,7 +465,7 @@ def test_blocking_calls_from_the_loop_thread_are_refused(cc: CopyCat) -> None:
         cc.new_data_structure_id()
 
     future = asyncio.run_coroutine_threadsafe(from_the_loop(), cc._loop.loop)
-    with pytest.raises(RuntimeError, match="deadlock"):
+    with pytest.raises(CopyCatError, match="deadlock"):
         future.result(SAFETY_S)
 
 

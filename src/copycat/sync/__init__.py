@@ -10,8 +10,13 @@
 
 One asyncio event loop runs the node in a background daemon thread; every operation is
 a blocking call with an optional `timeout`, and a subscription's commits and errors
-arrive on bounded `Channel`s. The original Go README's hashmap translates line for
-line, a thread standing in for the goroutine and `select` for Go's `select`::
+arrive on bounded `Channel`s. The queries of `copycat.CopyCat` have the same names and
+results (`node_id`, `address`, `gossip_address`, `members()`, `groups()`,
+`counters()`, `http_address`, `metrics()`, `status()`, `readiness()`,
+`metric_counters()`), and misuse raises the same `copycat.errors` types.
+
+The original Go README's hashmap translates line for line, a thread standing in for the
+goroutine and `select` for Go's `select`::
 
     import json, threading
     import copycat, copycat.sync
@@ -69,6 +74,7 @@ from copycat.sync._channel import DEFAULT_CAPACITY as DEFAULT_CAPACITY
 from copycat.sync._channel import Channel as Channel
 from copycat.sync._channel import select as select
 from copycat.sync._facade import DEFAULT_ERROR_CAPACITY as DEFAULT_ERROR_CAPACITY
+from copycat.sync._facade import DEFAULT_QUERY_TIMEOUT_S as DEFAULT_QUERY_TIMEOUT_S
 from copycat.sync._facade import DEFAULT_SHUTDOWN_TIMEOUT_S as DEFAULT_SHUTDOWN_TIMEOUT_S
 from copycat.sync._facade import CopyCat as CopyCat
 from copycat.sync._facade import Subscription as Subscription
@@ -78,6 +84,7 @@ from copycat.sync._protocols import AsyncSubscription as AsyncSubscription
 __all__ = [
     "DEFAULT_CAPACITY",
     "DEFAULT_ERROR_CAPACITY",
+    "DEFAULT_QUERY_TIMEOUT_S",
     "DEFAULT_SHUTDOWN_TIMEOUT_S",
     "AsyncNode",
     "AsyncSubscription",

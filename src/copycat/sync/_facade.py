@@ -7,7 +7,8 @@
 #
 # What must not: replication logic (it belongs to the node), blocking calls on the loop
 # thread, or an import of `copycat.CopyCat` at module level (it is looked up when the
-# first facade starts, so this module works without it and cannot form an import cycle).
+# first facade starts, so this module works without it and cannot form an import cycle;
+# the node's value types are imported for type checking only).
 """Blocking `CopyCat` and `Subscription` for programs without asyncio."""
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import itertools
 import logging
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Final, TypeVar, cast, final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, final
 
 from copycat._ids import DataStructureId
 from copycat._snapshot import LOAD_SNAPSHOT, LoadSnapshot
-from copycat.errors import ClosedError, CopyCatError
+from copycat.errors import ArgumentError, ClosedError, CopyCatError
 from copycat.sync._channel import DEFAULT_CAPACITY, Channel, deadline_after, remaining
 from copycat.sync._loop import CANCEL_GRACE_S, LoopThread
 
@@ -32,10 +33,13 @@ if TYPE_CHECKING:
     from typing import Self
 
     from copycat._config import Config
+    from copycat._node import GroupInfo
+    from copycat.membership import MemberInfo
     from copycat.sync._protocols import AsyncNode, AsyncSubscription, NodeFactory
 
 __all__: Final = [
     "DEFAULT_ERROR_CAPACITY",
+    "DEFAULT_QUERY_TIMEOUT_S",
     "DEFAULT_SHUTDOWN_TIMEOUT_S",
     "CopyCat",
     "Subscription",
@@ -49,9 +53,18 @@ DEFAULT_SHUTDOWN_TIMEOUT_S: Final = 30.0
 """How long `CopyCat.shutdown()` (and leaving a `with` block) waits for the node to
 stop gracefully before it cancels what is left."""
 
+DEFAULT_QUERY_TIMEOUT_S: Final = 10.0
+"""How long a query (`address`, `gossip_address`, `members()`, `groups()`,
+`counters()`) waits, unless told, for the node's event loop thread to answer before it
+raises `TimeoutError`. The node answers at once; only a loop thread kept busy (a
+blocking call in the node's thread, an overloaded process) makes a query wait."""
+
 DEFAULT_ERROR_CAPACITY: Final = 256
 """Errors a subscription's `errors` channel buffers before the facade stops reading
 further errors from the node."""
+
+_NOT_RUNNING: Final = "the node is not running"
+"""The reason `readiness()` gives while the node is not running (`copycat.CopyCat`'s)."""
 
 _NODE_MODULE: Final = "copycat"
 _NODE_CLASS: Final = "CopyCat"
@@ -64,9 +77,9 @@ def _default_node_factory() -> NodeFactory:
     module = importlib.import_module(_NODE_MODULE)
     factory = getattr(module, _NODE_CLASS, None)
     if factory is None:
-        raise RuntimeError(
-            f"{_NODE_MODULE}.{_NODE_CLASS} is not available; pass node_factory= to "
-            "copycat.sync.CopyCat"
+        raise CopyCatError(
+            f"{_NODE_MODULE}.{_NODE_CLASS} is not available (a broken install?); "
+            "reinstall copycat, or pass node_factory= to copycat.sync.CopyCat"
         )
     return cast("NodeFactory", factory)
 
@@ -170,7 +183,7 @@ class Subscription:
 
         Raises the node's error with its original type, `TimeoutError` when `timeout`
         passes first (the proposal's outcome is then unknown: it commits at most once),
-        or `ClosedError` after `close()`.
+        or `ClosedError` after `close()` or once the facade shut down.
         """
         self._check_open()
         inner = self._inner
@@ -208,7 +221,15 @@ class Subscription:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ClosedError(f"the subscription to {self._data_structure_id} was closed")
+            raise ClosedError(
+                f"the subscription to {self._data_structure_id} was closed: subscribe "
+                "again to go on"
+            )
+        if not self._facade.running:
+            raise ClosedError(
+                f"the subscription to {self._data_structure_id} is closed: its node was "
+                "shut down; start a new copycat.sync.CopyCat and subscribe again"
+            )
 
     def __enter__(self) -> Self:
         return self
@@ -239,6 +260,13 @@ class CopyCat:
     with their original type; a KeyboardInterrupt while you wait cancels the operation
     on the loop and propagates at once.
 
+    The same queries as the asyncio node, answered by the node on its loop thread:
+    `node_id`, `address`, `gossip_address`, `members()`, `groups()`, `counters()`,
+    `http_address`, `metrics()`, `status()`, `readiness()` and `metric_counters()`
+    (bounded by `DEFAULT_QUERY_TIMEOUT_S`, or the `timeout` given). Misuse raises what
+    the asyncio node raises: `CopyCatError` before `start()` or on a second `start()`,
+    `ClosedError` after `shutdown()`.
+
         with copycat.sync.CopyCat(config) as cc:
             ds_id = cc.allocate_data_structure()
             sub = cc.subscribe(ds_id, snapshot_provider)
@@ -257,6 +285,7 @@ class CopyCat:
         self._state_lock = threading.Lock()
         self._state = _NEW
         self._node: AsyncNode | None = None
+        self._node_id = 0
         self._pumps: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -277,6 +306,81 @@ class CopyCat:
         """The daemon thread that runs the node's event loop."""
         return self._loop.thread
 
+    # -- where this node is (queries) ---------------------------------------------------
+
+    @property
+    def node_id(self) -> int:
+        """This node's id: 0 until `start()` returns (as on `copycat.CopyCat`), then the
+        configured id or the one kept in the data dir. Kept after `shutdown()`."""
+        return self._node_id
+
+    @property
+    def address(self) -> str:
+        """This node's CopyCat transport address as published to the other nodes,
+        "host:port"; with `port=0` in the config, the port the OS picked
+        (`copycat.CopyCat.address`). Waits up to `DEFAULT_QUERY_TIMEOUT_S`."""
+        return self._query(lambda node: node.address, DEFAULT_QUERY_TIMEOUT_S, "address")
+
+    @property
+    def gossip_address(self) -> str:
+        """This node's gossip address, "host:port": what another node lists in
+        `peers_to_contact` to join this cluster; with `gossip_port=0` in the config, the
+        port the OS picked (`copycat.CopyCat.gossip_address`). Waits up to
+        `DEFAULT_QUERY_TIMEOUT_S`."""
+        return self._query(
+            lambda node: node.gossip_address, DEFAULT_QUERY_TIMEOUT_S, "gossip_address"
+        )
+
+    def members(self, *, timeout: float | None = DEFAULT_QUERY_TIMEOUT_S) -> tuple[MemberInfo, ...]:
+        """The live members of the cluster as this node sees them, itself included
+        (`copycat.CopyCat.members`). Waits up to `timeout` seconds (None: no limit)."""
+        return self._query(lambda node: node.members(), timeout, "members()")
+
+    def groups(self, *, timeout: float | None = DEFAULT_QUERY_TIMEOUT_S) -> tuple[GroupInfo, ...]:
+        """The raft groups this node hosts a member of, sorted by group id
+        (`copycat.CopyCat.groups`). Waits up to `timeout` seconds (None: no limit)."""
+        return self._query(lambda node: node.groups(), timeout, "groups()")
+
+    def counters(self, *, timeout: float | None = DEFAULT_QUERY_TIMEOUT_S) -> dict[str, int]:
+        """The node's counters, a fresh dict of ints (`copycat.CopyCat.counters`). Waits
+        up to `timeout` seconds (None: no limit)."""
+        return self._query(lambda node: node.counters(), timeout, "counters()")
+
+    @property
+    def http_address(self) -> str | None:
+        """ "host:port" of the node's HTTP endpoint (`Config.http_port`), or None when it
+        is off: not configured, or the node is not running
+        (`copycat.CopyCat.http_address`). Waits up to `DEFAULT_QUERY_TIMEOUT_S`."""
+        if not self.running:
+            return None
+        return self._query(lambda node: node.http_address, DEFAULT_QUERY_TIMEOUT_S, "http_address")
+
+    def metrics(self, *, timeout: float | None = DEFAULT_QUERY_TIMEOUT_S) -> bytes:
+        """Every metric of this node in the Prometheus text format
+        (`copycat.CopyCat.metrics`). Waits up to `timeout` seconds (None: no limit)."""
+        return self._query(lambda node: node.metrics(), timeout, "metrics()")
+
+    def status(self, *, timeout: float | None = DEFAULT_QUERY_TIMEOUT_S) -> dict[str, Any]:
+        """This node, its members and its groups as plain data
+        (`copycat.CopyCat.status`). Waits up to `timeout` seconds (None: no limit)."""
+        return self._query(lambda node: node.status(), timeout, "status()")
+
+    def readiness(self, *, timeout: float | None = DEFAULT_QUERY_TIMEOUT_S) -> list[str]:
+        """Why this node is not ready to serve its subscribers (empty: ready); a node that
+        is not running says so, as `copycat.CopyCat.readiness` does. Waits up to
+        `timeout` seconds (None: no limit)."""
+        if not self.running:
+            return [_NOT_RUNNING]
+        return self._query(lambda node: node.readiness(), timeout, "readiness()")
+
+    def metric_counters(
+        self, *, timeout: float | None = DEFAULT_QUERY_TIMEOUT_S
+    ) -> dict[str, dict[str, int]]:
+        """The counters behind `copycat_<layer>_events_total`, by layer
+        (`copycat.CopyCat.metric_counters`). Waits up to `timeout` seconds (None: no
+        limit)."""
+        return self._query(lambda node: node.metric_counters(), timeout, "metric_counters()")
+
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self, timeout: float | None = None) -> None:
@@ -285,8 +389,16 @@ class CopyCat:
         error propagates. Runs once per facade."""
         deadline_after(timeout)
         with self._state_lock:
+            if self._state == _CLOSED:
+                raise ClosedError(
+                    "this node was shut down (or its start failed) and cannot start again: "
+                    "make a new copycat.sync.CopyCat with the same config (its data dir "
+                    "keeps its state)"
+                )
             if self._state != _NEW:
-                raise RuntimeError("start() runs once per facade; make a new copycat.sync.CopyCat")
+                raise CopyCatError(
+                    "this node is already started (or starting): start() runs once per facade"
+                )
             self._state = _STARTING
         try:
             self._loop.start()
@@ -302,6 +414,7 @@ class CopyCat:
         node = factory(self._config)
         self._node = node
         await node.start()
+        self._node_id = node.node_id
 
     def _abort_start(self) -> None:
         node = self._node
@@ -415,8 +528,13 @@ class CopyCat:
         thread that reads `commits` (see `Subscription`). `capacity` bounds the commits
         channel (default `DEFAULT_CAPACITY`).
         """
-        ds_id = DataStructureId.parse(data_structure_id)
         node = self._require_node()
+        if not callable(snapshot_provider):
+            raise ArgumentError(
+                "snapshot_provider must be a callable that returns the state as bytes, "
+                f"not {type(snapshot_provider).__name__}"
+            )
+        ds_id = DataStructureId.parse(data_structure_id)
         commits = _CommitChannel(capacity, name=f"commits of {ds_id}")
         errors: Channel[CopyCatError] = Channel(DEFAULT_ERROR_CAPACITY, name=f"errors of {ds_id}")
 
@@ -442,20 +560,40 @@ class CopyCat:
     # -- plumbing -----------------------------------------------------------------------
 
     def _require_node(self) -> AsyncNode:
-        if self._state == _NEW:
-            raise RuntimeError("the node is not started: call start() or use `with`")
+        """The running node; raises what `copycat.CopyCat` raises when it is not running:
+        `CopyCatError` before `start()` returned, `ClosedError` after `shutdown()`."""
+        state = self._state
+        if state == _NEW:
+            raise CopyCatError(
+                "start the node first: call start() or use `with copycat.sync.CopyCat(config)`"
+            )
+        if state == _STARTING:
+            raise CopyCatError("the node is still starting: wait for start() to return")
         node = self._node
         if node is None or not self.running:
-            raise ClosedError("the node was shut down")
+            raise ClosedError(
+                "this CopyCat node is shut down (or its start failed): make a new "
+                "copycat.sync.CopyCat to go on"
+            )
         return node
+
+    def _query(self, read: Callable[[AsyncNode], T], timeout: float | None, what: str) -> T:
+        """Answer a read-only query with `read(node)` on the loop thread, waiting up to
+        `timeout` seconds (`TimeoutError` after that)."""
+        node = self._require_node()
+
+        async def ask() -> T:
+            return read(node)
+
+        return self._call(ask, timeout, what)
 
     def _call(self, make: Callable[[], Awaitable[T]], timeout: float | None, what: str) -> T:
         """Run `await make()` on the loop thread (so the node is only ever touched
         there) and wait for it here."""
         if threading.current_thread() is self._loop.thread:
-            raise RuntimeError(
+            raise CopyCatError(
                 f"{what} was called on the facade's own event loop thread, where blocking "
-                "would deadlock; use the asyncio API there"
+                "would deadlock; use the asyncio API there (the node is `copycat.CopyCat`)"
             )
 
         async def call() -> T:

@@ -4,20 +4,23 @@
 # `copycat.Subscription` as the facade uses them), and the `NodeFactory` alias.
 #
 # What must not: implementations, threads, or imports of the node itself (the facade
-# must work against any object of this shape, in particular the fakes of the tests).
+# must work against any object of this shape, in particular the fakes of the tests);
+# the value types its queries return are imported for type checking only.
 """The asynchronous node and subscription that `copycat.sync` wraps."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from copycat._config import Config
     from copycat._ids import DataStructureId
+    from copycat._node import GroupInfo
     from copycat._snapshot import LoadSnapshot, SnapshotProvider
     from copycat.errors import CopyCatError
+    from copycat.membership import MemberInfo
 
 
 class AsyncSubscription(Protocol):
@@ -57,6 +60,11 @@ class AsyncNode(Protocol):
     """What `copycat.sync.CopyCat` needs of an asyncio node (the shape of
     `copycat.CopyCat`).
 
+    The queries (`node_id`, `address`, `gossip_address`, `members()`, `groups()`,
+    `counters()`, `http_address`, `metrics()`, `status()`, `readiness()`,
+    `metric_counters()`) are plain reads: the facade calls them on the loop thread only,
+    after `start()` returned, and they must not block.
+
     The snapshot provider given to `subscribe` may return bytes or an awaitable of
     bytes (`SnapshotProvider`): the facade passes an async one, which runs
     the user's provider in the thread that reads the commits (see `copycat.sync`).
@@ -72,6 +80,54 @@ class AsyncNode(Protocol):
 
     async def leave(self, timeout_s: float | None = None) -> None:
         """Hand the node's replicas over to other nodes, then shut down."""
+        ...
+
+    @property
+    def node_id(self) -> int:
+        """This node's id (0 until started)."""
+        ...
+
+    @property
+    def address(self) -> str:
+        """The transport address published to the other nodes, "host:port"."""
+        ...
+
+    @property
+    def gossip_address(self) -> str:
+        """The gossip address another node lists in `peers_to_contact`, "host:port"."""
+        ...
+
+    def members(self) -> tuple[MemberInfo, ...]:
+        """The live members of the cluster as this node sees them, itself included."""
+        ...
+
+    def groups(self) -> tuple[GroupInfo, ...]:
+        """The raft groups this node hosts a member of, sorted by group id."""
+        ...
+
+    def counters(self) -> dict[str, int]:
+        """The node's counters."""
+        ...
+
+    @property
+    def http_address(self) -> str | None:
+        """The HTTP endpoint's "host:port", or None when it is off."""
+        ...
+
+    def metrics(self) -> bytes:
+        """Every metric in the Prometheus text format."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """The node, its members and its groups as plain data."""
+        ...
+
+    def readiness(self) -> list[str]:
+        """Why the node is not ready to serve its subscribers (empty: ready)."""
+        ...
+
+    def metric_counters(self) -> dict[str, dict[str, int]]:
+        """The counters behind the metrics, by layer."""
         ...
 
     def new_data_structure_id(self) -> DataStructureId:
