@@ -217,3 +217,42 @@ def test_member_joins_failures_and_departures_are_logged(
     assert record.levelno == level
     assert "node 7 (10.0.0.7:7458, eu-west/r2)" in record.getMessage()
     assert said in record.getMessage()
+
+
+_NO_LOGGING_PROGRAM = """
+import asyncio, sys, tempfile
+import copycat
+
+async def main() -> None:
+    config = copycat.Config.local(data_dir=tempfile.mkdtemp(), log_format=sys.argv[1])
+    async with copycat.CopyCat(config) as cc:
+        ds = await cc.allocate_data_structure(replicas=1)
+        await (await cc.subscribe(ds, lambda: b"")).propose(b"x")
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_program_that_configured_no_logging_gets_time_and_level(log_format: str) -> None:
+    import re
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_LOGGING_PROGRAM, log_format],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    lines = [line for line in done.stderr.splitlines() if line and "kinship" not in line]
+    assert lines, done.stderr
+    for line in lines:
+        if log_format == "json":
+            record = json.loads(line)
+            assert set(record) >= {"time", "level", "logger", "message"}
+            assert record["logger"].startswith("copycat")
+        else:
+            assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) copycat", line), (
+                line
+            )

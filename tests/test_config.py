@@ -128,6 +128,7 @@ def test_compression_codecs_match_the_transport() -> None:
 
 INVALID: list[tuple[str, dict[str, object]]] = [
     ("http_port", {"http_port": 70000}),
+    ("log_format", {"log_format": "xml"}),
     ("http_port", {"http_port": 7458}),
     ("leader_follows_writers", {"leader_follows_writers": "yes"}),
     ("leader_follow_after_s", {"leader_follow_after_s": -1.0}),
@@ -456,6 +457,7 @@ def test_from_env_reads_every_field() -> None:
         "COPYCAT_LEADER_FOLLOWS_WRITERS": "on",
         "COPYCAT_LEADER_FOLLOW_AFTER_S": "7.5",
         "COPYCAT_HTTP_PORT": "17460",
+        "COPYCAT_LOG_FORMAT": "json",
     }
     assert {name.removeprefix("COPYCAT_").lower() for name in env} == set(FIELD_NAMES)
     c = Config.from_env(environ=env)
@@ -491,6 +493,7 @@ def test_from_env_reads_every_field() -> None:
         leader_follows_writers=True,
         leader_follow_after_s=7.5,
         http_port=17460,
+        log_format="json",
     )
 
 

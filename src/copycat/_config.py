@@ -106,6 +106,7 @@ class _ConfigKwargs(TypedDict, total=False):
     leader_follows_writers: bool
     leader_follow_after_s: float
     http_port: int | None
+    log_format: Literal["text", "json"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -352,6 +353,14 @@ class Config:
     `CopyCat.metrics()`). 0 lets the OS pick (read it back from `CopyCat.http_address`).
     Must differ from `port` and `gossip_port`."""
 
+    log_format: Literal["text", "json"] = "text"
+    """How CopyCat's log lines look when the program configured no logging of its own
+    (no handler on the root logger): "text" (time, level, logger, message) or "json"
+    (one object per line: time, level, logger, message, exception). Default "text".
+    Either way the node logs at info and above to stderr then; a program that
+    configures logging (even after the node started) gets CopyCat's records through
+    its own handlers instead, and this setting does nothing."""
+
     # -- validation ---------------------------------------------------------------------
 
     def __post_init__(self) -> None:
@@ -523,6 +532,8 @@ class Config:
         if not isinstance(self.leader_follows_writers, bool):
             raise ConfigError("leader_follows_writers", "must be True or False")
         _check_seconds("leader_follow_after_s", self.leader_follow_after_s)
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("log_format", "must be 'text' or 'json'")
         if self.http_port is not None:
             _check_port("http_port", self.http_port)
             if self.http_port != 0 and self.http_port in (self.port, self.gossip_port):

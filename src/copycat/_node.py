@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from copycat._ids import DataStructureId
+from copycat._logs import install_default_handler
 from copycat._observe import Observer
 from copycat._world import REAL_WORLD, World
 from copycat.errors import (
@@ -254,6 +255,7 @@ class CopyCat:
         if self._started:
             raise CopyCatError("this node is already started")
         self._started = True
+        install_default_handler(self.config.log_format)
         try:
             await self._open()
         except BaseException:

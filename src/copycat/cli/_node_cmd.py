@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from copycat._logs import TEXT_FORMAT, JsonFormatter
 from copycat.cli._runtime import StartError, exit_process, serve
 from copycat.errors import ConfigError
 from copycat.transport import run as run_loop
@@ -67,6 +68,7 @@ _FLAG_FIELDS: Final = {
     "leader_follows_writers": "leader_follows_writers",
     "leader_follow_after_s": "leader_follow_after_s",
     "http_port": "http_port",
+    "log_format": "log_format",
 }
 _FIELD_FLAGS: Final = {field: "--" + dest.replace("_", "-") for dest, field in _FLAG_FIELDS.items()}
 
@@ -206,6 +208,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long --leave-on-exit hands replicas over before stopping anyway (default 120)",
     )
     run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="log lines on stderr: text (time, level, logger, message) or one JSON "
+        "object per line (default text)",
+    )
+    run.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         default="info",
@@ -314,11 +322,11 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except ConfigError as exc:
         print(f"copycat node: {describe_config_error(exc)}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, str(args.log_level).upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if config.log_format == "json" else logging.Formatter(TEXT_FORMAT)
     )
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper()), handlers=[handler])
     interval = float(args.status_interval_s)
     if not interval > 0:
         print("copycat node: --status-interval-s must be above 0", file=sys.stderr)
