@@ -25,7 +25,7 @@ from copycat.errors import InvalidIdError
 if TYPE_CHECKING:
     from datetime import datetime
 
-__all__: Final = ["DataStructureId", "new_data_structure_id"]
+__all__: Final = ["DataStructureId", "group_name", "new_data_structure_id"]
 
 ID_TEXT_LENGTH: Final = 26
 """Characters in the string form of an id (a ULID in Crockford base32)."""
@@ -188,3 +188,11 @@ class DataStructureId:
 def new_data_structure_id() -> DataStructureId:
     """A fresh data structure id (see `DataStructureId.new`)."""
     return DataStructureId.new()
+
+
+def group_name(gid: int) -> str:
+    """A raft group as log lines and errors name it: the data structure id the program
+    knows, beside the raft group id (the same 128 bits as an integer)."""
+    if isinstance(gid, int) and not isinstance(gid, bool) and 0 <= gid <= MAX_GROUP_ID:
+        return f"{DataStructureId.from_int(gid)} (group {gid})"
+    return f"group {gid!r}"

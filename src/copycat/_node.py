@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from copycat._ids import DataStructureId
+from copycat._ids import DataStructureId, group_name
 from copycat._logs import install_default_handler
 from copycat._observe import Observer
 from copycat._world import REAL_WORLD, World
@@ -940,7 +940,7 @@ class CopyCat:
         while loop.time() < deadline:
             status = host.group_status(gid)
             if status is None:
-                raise BrokenError(f"group {gid}: this node's member went away while joining")
+                raise BrokenError(f"{group_name(gid)}: this node's member went away while joining")
             if trust_local_conf and (
                 self.node_id in status.voters or self.node_id in status.learners
             ):

@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from copycat._ids import group_name
 from copycat.errors import CopyCatError
 
 if TYPE_CHECKING:
@@ -161,9 +162,8 @@ class LeaderFollower:
             target = self._choose(gid, target_dc, origins)
             if target is None:  # debug: it would repeat every `after_s` for the group
                 log.debug(
-                    "group %d: most proposals come from %s, which holds no voter: "
-                    "leadership stays here",
-                    gid,
+                    "%s: most proposals come from %s, which holds no voter: leadership stays here",
+                    group_name(gid),
                     target_dc,
                 )
                 continue
@@ -186,9 +186,9 @@ class LeaderFollower:
     async def _move(self, gid: int, target: int, dc: str, proposals: int) -> None:
         cfg = self.config
         log.info(
-            "group %d: leadership moves to node %d in %s: over %.0f s, at least %.0f%% of "
+            "%s: leadership moves to node %d in %s: over %.0f s, at least %.0f%% of "
             "the proposals came from there (%d in the last window)",
-            gid,
+            group_name(gid),
             target,
             dc,
             cfg.after_s,
@@ -198,7 +198,7 @@ class LeaderFollower:
         try:
             await self._host.transfer_leader(gid, target)
         except (CopyCatError, ValueError) as exc:
-            log.warning("group %d: leadership did not move to node %d: %s", gid, target, exc)
+            log.warning("%s: leadership did not move to node %d: %s", group_name(gid), target, exc)
         else:
             self._host.counters["leader_moves_followed"] += 1
         finally:

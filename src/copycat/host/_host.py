@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgpack
 
+from copycat._ids import group_name
 from copycat._snapshot import LOAD_SNAPSHOT
 from copycat.errors import (
     BrokenError,
@@ -320,7 +321,7 @@ class Feed:
             raise
         except Exception as exc:  # the user's code: report it, keep the stream going
             error = BrokenError(
-                f"group {self._group.gid}: the snapshot provider failed; no snapshot was "
+                f"{group_name(self._group.gid)}: the snapshot provider failed; no snapshot was "
                 f"taken at {position} (the log is kept, so nothing is lost): {exc!r}"
             )
             error.__cause__ = exc
@@ -648,7 +649,7 @@ class Host:
         `meta` is stored as the group's metadata record (see `group_meta`)."""
         existing = self.groups.get(gid)
         if existing is not None and not self.is_blank(gid):
-            raise ValueError(f"group {gid} already exists on node {self.config.node_id}")
+            raise ValueError(f"{group_name(gid)} already exists on node {self.config.node_id}")
         entries = bootstrap_entries(voters)
         batch = WriteBatch()
         if meta is not None:
@@ -858,7 +859,7 @@ class Host:
                 endpoint.send(group.gid, m)
                 self.counters["messages_sent"] += 1
             except (TransportError, ValueError) as exc:
-                log.warning("group %d: cannot send %s: %s", group.gid, type(m).__name__, exc)
+                log.warning("%s: cannot send %s: %s", group_name(group.gid), type(m).__name__, exc)
 
     def _commit(self, batch: WriteBatch) -> None:
         """Write `batch` (durably), with every commit index whose write was deferred
@@ -884,7 +885,7 @@ class Host:
                 try:
                     proposal = decode_proposal(entry.data, group=group.gid, index=entry.index)
                 except CorruptLogError:
-                    log.exception("group %d: undecodable entry %d", group.gid, entry.index)
+                    log.exception("%s: undecodable entry %d", group_name(group.gid), entry.index)
                     continue
                 if proposal is None:
                     continue
@@ -1039,7 +1040,11 @@ class Host:
                 reader.close()
         except (CopyCatError, OSError) as exc:
             log.warning(
-                "group %d: snapshot %d to node %d failed: %s", gid, meta.index, message.to, exc
+                "%s: snapshot %d to node %d failed: %s",
+                group_name(gid),
+                meta.index,
+                message.to,
+                exc,
             )
         group = self.groups.get(gid)
         if group is not None and message.term != 0:
@@ -1094,8 +1099,8 @@ class Host:
         snap_conf = group.conf_at(index)
         if snap_conf is None:
             log.info(
-                "group %d: no snapshot at %d: the configuration there is not known",
-                group.gid,
+                "%s: no snapshot at %d: the configuration there is not known",
+                group_name(group.gid),
                 index,
             )
             return
@@ -1224,7 +1229,7 @@ class Host:
             if now >= p.deadline:
                 p.fut.set_exception(
                     ProposalTimeoutError(
-                        f"group {group.gid}: proposal {p.seq} not seen committed within "
+                        f"{group_name(group.gid)}: proposal {p.seq} not seen committed within "
                         f"{self.config.proposal_timeout_s} s; it may still commit (at most once)"
                     )
                 )
@@ -1278,7 +1283,7 @@ class Host:
             group.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(group.changed.wait(), self.config.tick_interval_s * 5)
-        raise ProposalTimeoutError(f"group {gid}: node {node_id} did not catch up in time")
+        raise ProposalTimeoutError(f"{group_name(gid)}: node {node_id} did not catch up in time")
 
     async def _change_membership(
         self, group: _Group, change: ConfChange, done: Callable[[ConfState], bool], what: str
@@ -1292,7 +1297,7 @@ class Host:
         proposed = False
         while not done(raw.conf_state()):
             if loop.time() > deadline:
-                raise ProposalTimeoutError(f"group {group.gid}: {what} did not commit")
+                raise ProposalTimeoutError(f"{group_name(group.gid)}: {what} did not commit")
             if not raw.is_leader():
                 raise NotLeaderError(raw.leader_id or None)
             if not proposed:
@@ -1317,7 +1322,7 @@ class Host:
         if not raw.is_leader():
             raise NotLeaderError(raw.leader_id or None)
         if to == self.config.node_id or to not in raw.conf_state().voters:
-            raise ValueError(f"group {gid}: node {to} is not another voter")
+            raise ValueError(f"{group_name(gid)}: node {to} is not another voter")
         self.wake(gid)
         raw.transfer_leader(to)
         self._mark(gid)
@@ -1327,7 +1332,7 @@ class Host:
         while raw.is_leader() and self.groups.get(gid) is group:
             if loop.time() > deadline:
                 raise ProposalTimeoutError(
-                    f"group {gid}: leadership did not move to node {to} in time"
+                    f"{group_name(gid)}: leadership did not move to node {to} in time"
                 )
             await asyncio.sleep(cfg.tick_interval_s)
 
@@ -1345,7 +1350,7 @@ class Host:
             if not fut.done():
                 fut.set_exception(
                     MayHaveCommittedError(
-                        f"group {gid} left this node before the proposal was seen "
+                        f"{group_name(gid)} left this node before the proposal was seen "
                         "committed; it may have committed (at most once)"
                     )
                 )
@@ -1358,7 +1363,7 @@ class Host:
         member = self.config.node_id in group.raw.conf_state().members()
         was, group.member = group.member, member
         if was and not member and self.on_removed is not None:
-            log.info("group %d: this node's member applied its own removal", group.gid)
+            log.info("%s: this node's member applied its own removal", group_name(group.gid))
             # Not from inside the cycle: the node may delete or rebuild the group.
             asyncio.get_running_loop().call_soon(self._report_removed, group)
 
@@ -1457,7 +1462,7 @@ class Host:
     def attach_feed(self, gid: int, provider: SnapshotProvider) -> Feed:
         group = self.group(gid)
         if group.feed is not None and not group.feed.closed:
-            raise ValueError(f"group {gid} already has a subscriber on this node")
+            raise ValueError(f"{group_name(gid)} already has a subscriber on this node")
         group.feed = Feed(self, group, provider)
         return group.feed
 

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from copycat._ids import DataStructureId
+from copycat._ids import DataStructureId, group_name
 from copycat.errors import CopyCatError, NotLeaderError, ProposalTimeoutError
 from copycat.host._control import Method, decode_flag, encode_flag
 from copycat.host._host import decode_ints, encode_ints
@@ -184,7 +184,9 @@ class Leave:
         deadline = loop.time() + cfg.proposal_timeout_s
         while gid in repair.changing:
             if loop.time() > deadline:
-                raise ProposalTimeoutError(f"group {gid}: another membership change is under way")
+                raise ProposalTimeoutError(
+                    f"{group_name(gid)}: another membership change is under way"
+                )
             await asyncio.sleep(cfg.tick_interval_s * 5)
         repair.changing.add(gid)
         try:

@@ -37,7 +37,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from copycat._ids import DataStructureId
+from copycat._ids import DataStructureId, group_name
 from copycat.errors import CopyCatError, NotEnoughNodesError
 from copycat.host._control import Method, decode_proof, encode_proof
 from copycat.host._host import decode_ints, encode_ints
@@ -465,7 +465,7 @@ class Repair:
                 reply = await self._call(node_id, Method.MEMBERSHIP_PROOF, encode_ints(gid))
                 proof = decode_proof(reply)
             except (CopyCatError, ValueError) as exc:
-                log.debug("group %d: no proof from node %d: %s", gid, node_id, exc)
+                log.debug("%s: no proof from node %d: %s", group_name(gid), node_id, exc)
                 continue
             if proof is None or proof.term < my_term:
                 continue  # not the leader, not provably current, or from an older term

@@ -18,6 +18,7 @@ from abc import abstractmethod
 from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeAlias, cast, final
 
+from copycat._ids import group_name
 from copycat.errors import ClosedError, CompactedError, CorruptLogError, UnavailableError
 from copycat.raft import (
     ConfState,
@@ -400,14 +401,14 @@ class StoreBase(ClosesOnExit):
                     lo = first
                 if hi - lo + 1 != len(entries):
                     raise ValueError(
-                        f"group {gid}: entries to append must have contiguous indexes "
+                        f"{group_name(gid)}: entries to append must have contiguous indexes "
                         f"(got {lo}..{hi} for {len(entries)} entries)"
                     )
                 if check_each_index:
                     for expected, entry in enumerate(entries, lo):
                         if entry.index != expected:
                             raise ValueError(
-                                f"group {gid}: entries to append must have contiguous "
+                                f"{group_name(gid)}: entries to append must have contiguous "
                                 f"indexes: expected {expected}, got {entry.index}"
                             )
                 if lo > state.last + 1:
@@ -457,7 +458,7 @@ class StoreBase(ClosesOnExit):
                 term = self._term(state, meta.index)
                 if term != meta.term:
                     raise ValueError(
-                        f"group {gid}: snapshot at index {meta.index} claims term "
+                        f"{group_name(gid)}: snapshot at index {meta.index} claims term "
                         f"{meta.term} but the log has term {term} there"
                     )
                 self._check_snapshot_data(gid, meta)
@@ -471,7 +472,7 @@ class StoreBase(ClosesOnExit):
                     continue
                 if index > state.snapshot.index:
                     raise ValueError(
-                        f"group {gid}: cannot compact to {index}: the latest snapshot is "
+                        f"{group_name(gid)}: cannot compact to {index}: the latest snapshot is "
                         f"at {state.snapshot.index}; take a snapshot first"
                     )
                 term = self._term(state, index)
@@ -491,12 +492,12 @@ class StoreBase(ClosesOnExit):
         found = self._snapshots.read_metadata(group, meta.index, meta.term)
         if found is None:
             raise ValueError(
-                f"group {group}: no snapshot data at index {meta.index} term {meta.term}; "
+                f"{group_name(group)}: no snapshot data at index {meta.index} term {meta.term}; "
                 "write it with store.snapshots before recording it"
             )
         if found != meta:
             raise ValueError(
-                f"group {group}: the snapshot data's metadata {found} differs from {meta}"
+                f"{group_name(group)}: the snapshot data's metadata {found} differs from {meta}"
             )
 
 

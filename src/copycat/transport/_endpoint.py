@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, final
 
 from copycat import errors
+from copycat._ids import group_name
 from copycat._net import is_loopback
 from copycat.errors import (
     AddressInUseError,
@@ -932,7 +933,9 @@ class _Connection(asyncio.BufferedProtocol):
             raise
         except Exception as exc:  # the host's handler refused or failed: tell the sender
             why = f"{type(exc).__name__}: {exc}"
-            logger.warning("snapshot of group %d from node %d failed: %s", group, self.peer_id, why)
+            logger.warning(
+                "snapshot of %s from node %d failed: %s", group_name(group), self.peer_id, why
+            )
         else:
             ok = inbound.complete
             why = "" if ok else "the handler returned before the end of the stream"
