@@ -256,3 +256,45 @@ def test_a_program_that_configured_no_logging_gets_time_and_level(log_format: st
             assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) copycat", line), (
                 line
             )
+
+
+_ALLOCATE_AT_ONCE_PROGRAM = """
+import asyncio, tempfile
+import copycat
+
+async def main() -> None:
+    root = tempfile.mkdtemp()
+    a = copycat.CopyCat(copycat.Config.local(data_dir=root + "/a"))
+    await a.start()
+    peers = [a.gossip_address]
+    b = copycat.CopyCat(copycat.Config.local(data_dir=root + "/b", peers_to_contact=peers))
+    await b.start()
+    ds = await a.allocate_data_structure(replicas=2)  # at once: b's event may lag the view
+    sub = await b.subscribe(ds, lambda: b"")
+    await sub.propose(b"x")
+    await b.shutdown()
+    await a.shutdown()
+    print("clean")
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_allocating_right_after_a_node_joins_reaches_it_and_exits_cleanly(attempt: int) -> None:
+    """Placement may pick a node the view lists before the endpoint learned its address
+    ("node N is not a known peer", every run before the fix). The program ends by
+    returning from main: no os._exit, and the interpreter's exit is clean."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _ALLOCATE_AT_ONCE_PROGRAM],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "not a known peer" not in done.stderr
+    assert done.stdout.strip() == "clean", done.stderr
+    assert done.returncode == 0, done.stderr
+    assert "dropped without leave() or close()" not in done.stderr

@@ -757,7 +757,12 @@ class CopyCat:
     ) -> bytes:
         if node_id == self.node_id:
             raise CopyCatError("a node does not call itself")
-        _, endpoint, _ = self._parts()
+        _, endpoint, membership = self._parts()
+        # The view may list a node a moment before its event reaches `_watch_membership`
+        # (which tells the endpoint every address): placement may pick it meanwhile.
+        member = membership.view().member(node_id)
+        if member is not None and member.transport_address:
+            endpoint.add_peer(node_id, *_split_address(member.transport_address))
         return await endpoint.request(node_id, method, body, timeout_s=timeout_s)
 
     # -- removal of this node's member -------------------------------------------------------
