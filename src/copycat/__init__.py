@@ -21,6 +21,7 @@ from copycat._config import Config as Config
 from copycat._ids import DataStructureId as DataStructureId
 from copycat._ids import new_data_structure_id as new_data_structure_id
 from copycat._node import CopyCat as CopyCat
+from copycat._node import GroupInfo as GroupInfo
 from copycat._node import Subscription as Subscription
 from copycat._snapshot import LOAD_SNAPSHOT as LOAD_SNAPSHOT
 from copycat._snapshot import LoadSnapshot as LoadSnapshot
@@ -59,6 +60,7 @@ from copycat.errors import SplitGroupError as SplitGroupError
 from copycat.errors import StorageError as StorageError
 from copycat.errors import TransportError as TransportError
 from copycat.errors import UnavailableError as UnavailableError
+from copycat.membership import MemberInfo as MemberInfo
 from copycat.transport import run as run
 
 __all__ = [
@@ -77,12 +79,14 @@ __all__ = [
     "CorruptLogError",
     "DataStructureId",
     "FormatVersionError",
+    "GroupInfo",
     "GroupNotFoundError",
     "HandshakeError",
     "InternalError",
     "InvalidIdError",
     "LoadSnapshot",
     "MayHaveCommittedError",
+    "MemberInfo",
     "MessageTooLargeError",
     "NotEnoughNodesError",
     "NotLeaderError",
