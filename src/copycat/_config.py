@@ -852,6 +852,45 @@ class Config:
         return open_log_store(self.log_store_dir, durable=self.durable)
 
 
+def _with_field_docs(cls: type[Config]) -> str | None:
+    """`cls.__doc__` followed by a "Fields" section (each field's name, type, default and
+    docstring), so that `help(Config)` shows every knob's documentation. The field
+    docstrings are read from this module's source: Python keeps no string written below
+    a field. Without the source (a build that ships bytecode only), the docstring stays
+    as it is. Imports are local to keep this self-contained: it runs once, at import."""
+    import ast
+    import dataclasses
+    import inspect
+    import sys
+
+    doc = cls.__doc__
+    if sys.flags.optimize >= 2:  # -OO: docstrings are stripped on purpose
+        return doc
+    try:
+        tree = ast.parse(inspect.getsource(sys.modules[__name__]))
+    except (OSError, TypeError):
+        return doc
+    body = next(n.body for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Config")
+    known: dict[str, tuple[str, str]] = {}
+    for node, below in zip(body, [*body[1:], None], strict=True):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            text = ""
+            if isinstance(below, ast.Expr) and isinstance(below.value, ast.Constant):
+                value = below.value.value
+                text = inspect.cleandoc(value) if isinstance(value, str) else ""
+            known[node.target.id] = (ast.unparse(node.annotation), text)
+    lines = [inspect.cleandoc(doc or ""), "", "Fields", "------"]
+    for f in dataclasses.fields(cls):
+        kind, text = known.get(f.name, ("", ""))
+        default = "" if f.default is dataclasses.MISSING else f" = {f.default!r}"
+        lines += ["", f"{f.name}: {kind}{default}"]
+        lines += [f"    {line}" if line else "" for line in text.splitlines()]
+    return "\n".join(lines)
+
+
+Config.__doc__ = _with_field_docs(Config)
+
+
 # -- helpers ------------------------------------------------------------------------------
 
 _UNSET: Final = object()
