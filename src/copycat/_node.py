@@ -547,6 +547,7 @@ class CopyCat:
                     "learners": sorted(status.learners),
                     "followers": followers,
                     "subscriber": subscriber,
+                    "log_entries": group.raw.last_index() - group.log.first_index() + 1,
                 }
             )
         return {
@@ -580,6 +581,8 @@ class CopyCat:
         """The counters behind `copycat_<layer>_events_total`, by layer."""
         host, endpoint, membership = self._parts()
         out: dict[str, dict[str, int]] = {"host": dict(host.counters)}
+        if self._repair is not None:
+            out["repair"] = dict(self._repair.counters)
         stats = getattr(endpoint, "stats", None)
         if callable(stats):
             transport = stats()

@@ -107,6 +107,11 @@ class _NodeCollector(Collector):
             "leader": GaugeMetricFamily(
                 "copycat_group_is_leader", "1 while this node leads the group", labels=label
             ),
+            "log_entries": GaugeMetricFamily(
+                "copycat_group_log_entries",
+                "Entries in this member's log (not compacted)",
+                labels=label,
+            ),
         }
         sub_lag = GaugeMetricFamily(
             "copycat_subscriber_lag_entries",
@@ -124,6 +129,7 @@ class _NodeCollector(Collector):
             gauges["applied"].add_metric(ds, g["applied"])
             gauges["term"].add_metric(ds, g["term"])
             gauges["leader"].add_metric(ds, 1 if g["role"] == "leader" else 0)
+            gauges["log_entries"].add_metric(ds, g["log_entries"])
             if g["subscriber"] is not None:
                 sub_lag.add_metric(ds, g["subscriber"]["lag_entries"])
             for member, figures in g["followers"].items():

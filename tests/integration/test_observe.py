@@ -70,6 +70,10 @@ def test_metrics_status_and_health_of_a_real_node(procs: ProcessCluster) -> None
     assert after[("copycat_group_commit_index", labels)] >= 50
     assert ("copycat_subscriber_lag_entries", labels) in after
     assert after[("copycat_members", (("state", "alive"),))] == 3
+    assert after[("copycat_group_log_entries", labels)] >= 50
+    for event in ("proposals_retried", "proposals_deduplicated", "leader_changes"):
+        assert ("copycat_host_events_total", (("event", event),)) in after
+    assert ("copycat_repair_events_total", (("event", "voters_added"),)) in after
 
     code, text = get(n1, "/status")
     assert code == 200

@@ -302,6 +302,8 @@ class Feed:
                     fut.set_result(None)
             if table.apply(proposal, index):
                 self._buffer.append(proposal.data)
+            else:
+                self._host.counters["proposals_deduplicated"] += 1
 
     async def _maybe_snapshot(self) -> None:
         if self._since_snapshot < self._host.config.snapshot_every_entries:
@@ -566,6 +568,9 @@ class Host:
             "snapshots_received": 0,
             "snapshots_taken": 0,
             "proposals_resent_new_leader": 0,
+            "proposals_retried": 0,
+            "proposals_deduplicated": 0,
+            "leader_changes": 0,
         }
         self._with_origins: set[int] = set()
         """Groups led here whose `origins` counted proposals (see `take_origins`)."""
@@ -815,6 +820,7 @@ class Host:
         previous, group.leader_seen = group.leader_seen, leader
         if previous == leader:
             return
+        self.counters["leader_changes"] += 1
         group.origins.clear()
         if leader == self.config.node_id:
             group.leading_since = asyncio.get_running_loop().time()
@@ -1236,6 +1242,7 @@ class Host:
                 continue
             self._queue_proposal(group, p)
             self._schedule_retry(group, p, now)
+            self.counters["proposals_retried"] += 1
         if heap and group.retry_timer is None:
             group.retry_at = heap[0][0]
             group.retry_timer = loop.call_at(group.retry_at, self._retry, group)
