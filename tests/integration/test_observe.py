@@ -7,6 +7,7 @@ answer; other paths are refused."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -109,6 +110,29 @@ def test_metrics_status_and_health_of_a_real_node(procs: ProcessCluster) -> None
     assert ds in out
     assert "SUBSCRIBER LAG" in out
     assert " behind" in out
+    watched = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "copycat.cli",
+            "status",
+            "--node",
+            str(n1.ready["http"]),
+            "--watch",
+            "--interval-s",
+            "0.2",
+            "--count",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert watched.returncode == 0, watched.stderr
+    assert ds in watched.stdout
+    assert "members" in watched.stdout
     unanswered = subprocess.run(
         [sys.executable, "-m", "copycat.cli", "status", "--node", "127.0.0.1:1"],
         capture_output=True,

@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the HTTP endpoint (http_port, --http-port) of a node, on any machine, "
         "embedded programs included (repeatable); instead of --data-dir",
     )
+    status.add_argument(
+        "--watch",
+        action="store_true",
+        help="with --node: a live table, refreshed every --interval-s until Ctrl-C",
+    )
+    status.add_argument("--interval-s", type=float, default=1.0, help="--watch refresh (1)")
+    status.add_argument("--count", type=int, default=None, help=argparse.SUPPRESS)
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
 
     certs = commands.add_parser(
@@ -97,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _status(args: argparse.Namespace) -> int:
     from copycat.cli._status import StatusError, liveness, read_status, render
 
+    if args.watch:
+        from copycat.cli._status import watch_remote
+
+        if not args.node or args.json or not args.interval_s > 0:
+            print(
+                "copycat status: --watch needs --node, a positive --interval-s, and no --json",
+                file=sys.stderr,
+            )
+            return 2
+        return watch_remote(args.node, interval_s=args.interval_s, count=args.count)
     if args.node:
         return _remote_status(args.node, as_json=bool(args.json))
     dirs: list[Path] = args.data_dir or [Path(os.environ.get("COPYCAT_DATA_DIR", "./copy-cat-db"))]

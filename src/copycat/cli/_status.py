@@ -508,3 +508,63 @@ def render_remote(document: Mapping[str, object]) -> str:
     else:
         lines.append("  (none)")
     return "\n".join(lines)
+
+
+def watch_remote(
+    addresses: list[str], *, interval_s: float, count: int | None, out: object = None
+) -> int:
+    """`copycat status --node ... --watch`: a live table of each node's members and
+    groups (with lag), refreshed every `interval_s` until Ctrl-C, or `count` refreshes.
+    A node that does not answer shows its error in place of its tables. Returns 0."""
+    from rich.console import Console, Group
+    from rich.live import Live
+    from rich.table import Table
+    from rich.text import Text
+
+    console = out if isinstance(out, Console) else Console()
+
+    def frame() -> Group:
+        parts: list[object] = []
+        for address in addresses:
+            try:
+                document = fetch_remote(address)
+            except StatusError as exc:
+                parts.append(Text(f"{address}: {exc}", style="red"))
+                continue
+            node = document["node"]
+            assert isinstance(node, dict)
+            members = Table(title=f"node {node['node_id']} {node['name']}: members")
+            for header in ("NODE", "NAME", "DC", "RACK", "STATE"):
+                members.add_column(header)
+            for m in document["members"]:  # type: ignore[attr-defined]
+                members.add_row(
+                    str(m["node_id"]), m["name"], m["data_center"], m["rack"], m["state"]
+                )
+            groups = Table(title="groups")
+            for header in ("DATA STRUCTURE", "RAFT", "LEADER", "TERM", "COMMIT", "LAG"):
+                groups.add_column(header)
+            for g in document["groups"]:  # type: ignore[attr-defined]
+                sub = g["subscriber"]
+                lag = "-" if sub is None else str(sub["lag_entries"])
+                groups.add_row(
+                    g["data_structure_id"],
+                    g["role"],
+                    str(g["leader"] or "-"),
+                    str(g["term"]),
+                    str(g["commit"]),
+                    lag,
+                )
+            parts += [members, groups]
+        return Group(*parts)  # type: ignore[arg-type]
+
+    shown = 0
+    try:
+        with Live(frame(), console=console, refresh_per_second=4, transient=False) as live:
+            shown = 1
+            while count is None or shown < count:
+                time.sleep(interval_s)
+                live.update(frame())
+                shown += 1
+    except KeyboardInterrupt:
+        pass
+    return 0
