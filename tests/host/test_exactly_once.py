@@ -108,6 +108,7 @@ async def test_new_member_after_compaction_loads_a_snapshot_first(cluster: Clust
     with pytest.raises(TimeoutError):
         await more
     assert cluster.hosts[leader].counters["snapshots_taken"] >= 1
+    assert cluster.hosts[leader].counters["snapshot_bytes_taken"] > 0
     assert cluster.stores[leader].group(GID).first_index() > 1
 
     await cluster.add(4)
@@ -131,6 +132,7 @@ async def test_new_member_after_compaction_loads_a_snapshot_first(cluster: Clust
     base = restored.split(b"|")
     rest = [x for x in items[1:] if isinstance(x, bytes)]
     assert base + rest == [b"k%d" % i for i in range(55)]
+    assert cluster.hosts[leader].counters["snapshots_sent"] >= 1
 
 
 @pytest.mark.asyncio

@@ -567,6 +567,8 @@ class Host:
             "snapshots_sent": 0,
             "snapshots_received": 0,
             "snapshots_taken": 0,
+            "snapshot_bytes_taken": 0,
+            "snapshot_send_ms": 0,
             "proposals_resent_new_leader": 0,
             "proposals_retried": 0,
             "proposals_deduplicated": 0,
@@ -1035,6 +1037,7 @@ class Host:
     async def _ship_snapshot(self, gid: int, message: InstallSnapshot) -> None:
         meta = message.snapshot.metadata
         success = False
+        started = asyncio.get_running_loop().time()
         try:
             reader = self.store.snapshots.open(gid, meta.index, meta.term)
             try:
@@ -1042,6 +1045,8 @@ class Host:
                 await self.endpoint.send_snapshot(gid, message, chunks)
                 success = True
                 self.counters["snapshots_sent"] += 1
+                took = asyncio.get_running_loop().time() - started
+                self.counters["snapshot_send_ms"] += int(took * 1000)
             finally:
                 reader.close()
         except (CopyCatError, OSError) as exc:
@@ -1120,6 +1125,7 @@ class Host:
         self.store.snapshots.prune(group.gid, protect=meta)
         group.rebase_confs(index, snap_conf)
         self.counters["snapshots_taken"] += 1
+        self.counters["snapshot_bytes_taken"] += len(table) + len(user)
         conf = group.raw.conf_state()
         for member in sorted(conf.members() - {self.config.node_id}):
             if member in self._failed_nodes:
