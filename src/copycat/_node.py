@@ -532,6 +532,7 @@ class CopyCat:
                 else {
                     "delivered": feed.position,
                     "lag_entries": max(0, status.commit - feed.position),
+                    "lag_seconds": round(feed.lag_seconds(), 3),
                 }
             )
             groups.append(

@@ -118,6 +118,11 @@ class _NodeCollector(Collector):
             "Committed entries the local subscriber has not been handed yet",
             labels=label,
         )
+        sub_lag_s = GaugeMetricFamily(
+            "copycat_subscriber_lag_seconds",
+            "How long the local subscriber has been behind the commit index (0: caught up)",
+            labels=label,
+        )
         follower_lag = GaugeMetricFamily(
             "copycat_follower_lag_entries",
             "On the leader: entries each member lacks of the leader's log",
@@ -132,10 +137,12 @@ class _NodeCollector(Collector):
             gauges["log_entries"].add_metric(ds, g["log_entries"])
             if g["subscriber"] is not None:
                 sub_lag.add_metric(ds, g["subscriber"]["lag_entries"])
+                sub_lag_s.add_metric(ds, g["subscriber"]["lag_seconds"])
             for member, figures in g["followers"].items():
                 follower_lag.add_metric([g["data_structure_id"], member], figures["lag_entries"])
         yield from gauges.values()
         yield sub_lag
+        yield sub_lag_s
         yield follower_lag
 
 

@@ -189,6 +189,9 @@ class Feed:
         )
         self.position = 0
         """Index of the last entry the subscriber has been handed."""
+        self.behind_since = asyncio.get_running_loop().time()
+        """When the subscriber was last caught up (waiting with nothing to hand out):
+        while it lags, how long it has been behind (`lag_seconds`)."""
         self._pending_load: bytes | None = None
         self._announce_load = False
         self._buffer: deque[bytes] = deque()
@@ -239,6 +242,15 @@ class Feed:
             if self._fill():
                 continue
             await self.wake.wait()
+            # It was caught up until now: what is committed from here on is its lag.
+            self.behind_since = asyncio.get_running_loop().time()
+
+    def lag_seconds(self) -> float:
+        """Seconds this subscriber has been behind the group's commit index (0 while it
+        holds everything committed)."""
+        if self._group.raw.commit_index() <= self.position:
+            return 0.0
+        return asyncio.get_running_loop().time() - self.behind_since
 
     def _fill(self) -> bool:
         """Read the next committed entries after `position` from the log; True if
