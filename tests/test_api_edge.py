@@ -269,7 +269,11 @@ async def main() -> None:
     peers = [a.gossip_address]
     b = copycat.CopyCat(copycat.Config.local(data_dir=root + "/b", peers_to_contact=peers))
     await b.start()
-    ds = await a.allocate_data_structure(replicas=2)  # at once: b's event may lag the view
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while len(a.members()) < 2 and loop.time() < deadline:
+        await asyncio.sleep(0)  # one loop turn at a time: act the moment the view has b
+    ds = await a.allocate_data_structure(replicas=2)  # b's event may still lag the view
     sub = await b.subscribe(ds, lambda: b"")
     await sub.propose(b"x")
     await b.shutdown()
