@@ -205,7 +205,16 @@ class Observer:
         except ConnectionError:
             writer.close()
             return
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+        except Exception:  # a bug or a node closing under the request: answer, log once
+            log.exception("the HTTP endpoint failed to answer")
+            code, kind, body = 500, "text/plain", b"internal error: see the node's log\n"
+        reason = {
+            200: "OK",
+            400: "Bad Request",
+            404: "Not Found",
+            405: "Method Not Allowed",
+            500: "Internal Server Error",
+        }
         head_out = (
             f"HTTP/1.1 {code} {reason.get(code, 'Service Unavailable')}\r\n"
             f"Content-Type: {kind}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"

@@ -1,0 +1,69 @@
+"""The operators' HTTP endpoint on its own (`copycat._observe.Observer` over a fake
+node): what each path answers, and that a bad request, another method or a failing node
+gets a status code, never a dropped connection. Loopback only; every wait bounded."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from copycat._observe import Observer
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class FakeNode:
+    def __init__(self) -> None:
+        self.fail = False
+        self.reasons: list[str] = []
+
+    def status(self) -> dict[str, Any]:
+        if self.fail:
+            raise RuntimeError("the node is closing")
+        return {"node": {"node_id": 1}, "members": [], "groups": []}
+
+    def readiness(self) -> list[str]:
+        return self.reasons
+
+    def metric_counters(self) -> dict[str, dict[str, int]]:
+        return {"host": {"cycles": 3}}
+
+
+async def ask(address: tuple[str, int], request: bytes) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(request)
+    await writer.drain()
+    async with asyncio.timeout(10):
+        answer = await reader.read()
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+@pytest.mark.asyncio
+async def test_each_path_and_each_mistake_gets_its_status_code() -> None:
+    node = FakeNode()
+    observer = Observer(node)
+    address = await observer.serve("127.0.0.1", 0)
+    try:
+        code, body = await ask(address, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert code == 200
+        assert b'copycat_host_events_total{event="cycles"} 3.0' in body
+        assert (await ask(address, b"GET /healthz HTTP/1.1\r\n\r\n")) == (200, b"ok\n")
+        assert (await ask(address, b"GET /readyz HTTP/1.1\r\n\r\n")) == (200, b"ready\n")
+        node.reasons = ["no node of peers_to_contact answered yet"]
+        code, body = await ask(address, b"GET /readyz HTTP/1.1\r\n\r\n")
+        assert code == 503
+        assert b"peers_to_contact" in body
+        assert (await ask(address, b"POST /status HTTP/1.1\r\n\r\n"))[0] == 405
+        assert (await ask(address, b"GET /nope HTTP/1.1\r\n\r\n"))[0] == 404
+        assert (await ask(address, b"\x00\x01garbage\r\n\r\n"))[0] == 400
+        node.fail = True
+        code, body = await ask(address, b"GET /status HTTP/1.1\r\n\r\n")
+        assert code == 500
+        assert b"see the node's log" in body
+    finally:
+        await observer.close()
+    assert observer.address is None
