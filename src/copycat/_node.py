@@ -518,21 +518,19 @@ class CopyCat:
             status = host.group_status(gid)
             if status is None:
                 continue
-            group = host.groups[gid]
             followers: dict[str, dict[str, int]] = {}
             if status.is_leader:
-                last = group.raw.last_index()
                 for node, match in sorted(host.matches(gid).items()):
                     if node != self.node_id:
-                        followers[str(node)] = {"match": match, "lag_entries": last - match}
-            feed = group.feed
+                        lag = status.last_index - match
+                        followers[str(node)] = {"match": match, "lag_entries": lag}
             subscriber = (
                 None
-                if feed is None
+                if status.delivered is None
                 else {
-                    "delivered": feed.position,
-                    "lag_entries": max(0, status.commit - feed.position),
-                    "lag_seconds": round(feed.lag_seconds(), 3),
+                    "delivered": status.delivered,
+                    "lag_entries": max(0, status.commit - status.delivered),
+                    "lag_seconds": round(status.subscriber_lag_s, 3),
                 }
             )
             groups.append(
@@ -548,7 +546,7 @@ class CopyCat:
                     "learners": sorted(status.learners),
                     "followers": followers,
                     "subscriber": subscriber,
-                    "log_entries": group.raw.last_index() - group.log.first_index() + 1,
+                    "log_entries": status.log_entries,
                 }
             )
         return {

@@ -529,6 +529,14 @@ class GroupStatus:
     """The member has heard from no one yet (no term, no log, no snapshot)."""
     refusing_writes: bool = False
     """New proposals are refused (`Host.refuse_proposals`)."""
+    last_index: int = 0
+    """The last index in this member's log."""
+    log_entries: int = 0
+    """Entries in this member's log, not compacted into a snapshot."""
+    delivered: int | None = None
+    """The last index handed to the subscriber here (None: no subscriber)."""
+    subscriber_lag_s: float = 0.0
+    """How long the subscriber here has been behind the commit index (`Feed.lag_seconds`)."""
 
     @property
     def is_leader(self) -> bool:
@@ -1405,6 +1413,12 @@ class Host:
             return None
         raw = group.raw
         conf = raw.conf_state()
+        feed = group.feed
+        last = raw.last_index()
+        try:
+            log_entries = last - group.log.first_index() + 1
+        except CopyCatError:  # a broken group's log: its status still shows
+            log_entries = 0
         return GroupStatus(
             gid=gid,
             role=raw.role,
@@ -1418,6 +1432,10 @@ class Host:
             subscribed=group.feed is not None and not group.feed.closed,
             blank=_blank(group),
             refusing_writes=group.refusal is not None,
+            last_index=last,
+            log_entries=log_entries,
+            delivered=None if feed is None else feed.position,
+            subscriber_lag_s=0.0 if feed is None else feed.lag_seconds(),
         )
 
     def matches(self, gid: int) -> dict[int, int]:
