@@ -75,3 +75,21 @@ async def test_waiting_proposals_go_to_a_new_leader_at_once(cluster: Cluster) ->
         assert state.count(b"before") == 1
     finally:
         consumer.cancel()
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_elections_and_leader_changes_are_counted(cluster: Cluster) -> None:
+    for node_id in (1, 2, 3):
+        await cluster.add(node_id)
+    old = await cluster.start_group(GID, [1, 2, 3])
+    assert cluster.hosts[old].counters["elections_started"] == 1  # the creator's campaign
+    for other in (1, 2, 3):
+        if other != old:
+            cluster.faults.cut(old, other)
+    survivors = [i for i in (1, 2, 3) if i != old]
+    async with asyncio.timeout(30):  # a proposal wakes the idle group; it commits after
+        await cluster.hosts[survivors[0]].propose(GID, Session(), b"wakes it")
+    assert any(cluster.hosts[i].groups[GID].raw.is_leader() for i in survivors)
+    assert sum(cluster.hosts[i].counters["elections_started"] for i in survivors) >= 1
+    assert all(cluster.hosts[i].counters["leader_changes"] >= 1 for i in survivors)

@@ -593,6 +593,7 @@ class Host:
             "proposals_retried": 0,
             "proposals_deduplicated": 0,
             "leader_changes": 0,
+            "elections_started": 0,
         }
         self._with_origins: set[int] = set()
         """Groups led here whose `origins` counted proposals (see `take_origins`)."""
@@ -825,8 +826,11 @@ class Host:
             if group.campaign_wanted and group.raw.promotable():
                 group.campaign_wanted = False
                 group.raw.campaign()
-            if rd.soft_state is not None and rd.soft_state.leader_id:
-                self._leader_known(group, rd.soft_state.leader_id)
+            if rd.soft_state is not None:
+                if rd.soft_state.role == Role.CANDIDATE:
+                    self.counters["elections_started"] += 1  # a real vote, past pre-vote
+                if rd.soft_state.leader_id:
+                    self._leader_known(group, rd.soft_state.leader_id)
             if group.raw.has_ready() or (
                 group.outbox and rd.soft_state is not None and rd.soft_state.leader_id
             ):
