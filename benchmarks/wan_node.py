@@ -14,6 +14,9 @@ import time
 from typing import TYPE_CHECKING
 
 import copycat
+
+# The same load as benchmarks/cluster.py's node: this script runs from benchmarks/.
+from cluster_node import latency, throughput
 from copycat import LOAD_SNAPSHOT, Config, CopyCat, Subscription
 from copycat.errors import CopyCatError
 from copycat.testing.wan import parse_routes, redirect_world
@@ -28,32 +31,6 @@ async def drain(sub: Subscription, ds: str) -> None:
         if item is LOAD_SNAPSHOT:
             state = await sub.load_snapshot()
             emit(event="loaded", id=ds, bytes=len(state), at=time.monotonic())
-
-
-async def throughput(sub: Subscription, count: int, concurrency: int) -> float:
-    payload = b"x" * 100
-    remaining = count
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            await sub.propose(payload)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return count / (time.perf_counter() - started)
-
-
-async def latency(sub: Subscription, samples: int) -> tuple[float, float]:
-    payload = b"y" * 100
-    times = []
-    for _ in range(samples):
-        started = time.perf_counter()
-        await sub.propose(payload)
-        times.append(time.perf_counter() - started)
-    times.sort()
-    return times[len(times) // 2] * 1e3, times[min(len(times) - 1, int(len(times) * 0.99))] * 1e3
 
 
 async def probe(sub: Subscription, acks: list[float], stop: asyncio.Event) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,8 @@ from copycat.host._follow import FollowConfig, LeaderFollower, Streaks
 from .conftest import until
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from .conftest import Cluster
 
 GID = 0xF011
@@ -84,6 +87,28 @@ async def write(host_propose: object, stop: asyncio.Event) -> None:
         await host_propose(GID, session, b"w")
 
 
+@contextlib.asynccontextmanager
+async def following(cluster: Cluster, cooldown_s: float) -> AsyncIterator[None]:
+    """Every host of `cluster` runs a LeaderFollower (windows of 0.2 s) until the end."""
+    config = FollowConfig(
+        node_id=1, after_s=0.6, windows=3, min_per_window=3, cooldown_s=cooldown_s
+    )
+    followers = [
+        LeaderFollower(dataclasses.replace(config, node_id=i), host, DC.__getitem__)
+        for i, host in cluster.hosts.items()
+    ]
+    loops = [asyncio.ensure_future(f.run()) for f in followers]
+    try:
+        yield
+    finally:
+        for loop_task in loops:
+            loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_task
+        for f in followers:
+            await f.close()
+
+
 @pytest.mark.asyncio
 @pytest.mark.timeout(60)
 async def test_leadership_moves_to_the_writing_node_and_stays_under_two_alike(
@@ -93,14 +118,8 @@ async def test_leadership_moves_to_the_writing_node_and_stays_under_two_alike(
         await cluster.add(node_id)
     leader = await cluster.start_group(GID, [1, 2, 3])
     writer, other = (i for i in (1, 2, 3) if i != leader)
-    config = {"after_s": 0.6, "windows": 3, "min_per_window": 3, "cooldown_s": 0.0}
-    followers = {
-        i: LeaderFollower(FollowConfig(node_id=i, **config), cluster.hosts[i], DC.__getitem__)  # type: ignore[arg-type]
-        for i in (1, 2, 3)
-    }
-    loops = [asyncio.ensure_future(f.run()) for f in followers.values()]
     stop = asyncio.Event()
-    try:
+    async with following(cluster, cooldown_s=0.0):
         task = asyncio.ensure_future(write(cluster.hosts[writer].propose, stop))
         await until(lambda: cluster.hosts[writer].groups[GID].raw.is_leader(), 30)
         stop.set()
@@ -118,14 +137,6 @@ async def test_leadership_moves_to_the_writing_node_and_stays_under_two_alike(
         assert cluster.hosts[writer].groups[GID].raw.is_leader()
         assert cluster.hosts[writer].groups[GID].raw.term == term
         assert sum(h.counters["leader_moves_followed"] for h in cluster.hosts.values()) == 1
-    finally:
-        stop.set()
-        for loop_task in loops:
-            loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop_task
-        for f in followers.values():
-            await f.close()
 
 
 @pytest.mark.asyncio
@@ -140,14 +151,8 @@ async def test_an_elected_leader_moves_at_once_and_a_moved_one_waits_the_cooldow
         await cluster.add(node_id)
     leader = await cluster.start_group(GID, [1, 2, 3])
     writer, other = (i for i in (1, 2, 3) if i != leader)
-    config = {"after_s": 0.6, "windows": 3, "min_per_window": 3, "cooldown_s": 120.0}
-    followers = [
-        LeaderFollower(FollowConfig(node_id=i, **config), cluster.hosts[i], DC.__getitem__)  # type: ignore[arg-type]
-        for i in (1, 2, 3)
-    ]
-    loops = [asyncio.ensure_future(f.run()) for f in followers]
     stop = asyncio.Event()
-    try:
+    async with following(cluster, cooldown_s=120.0):
         task = asyncio.ensure_future(write(cluster.hosts[writer].propose, stop))
         await until(lambda: cluster.hosts[writer].groups[GID].raw.is_leader(), 30)
         stop.set()
@@ -159,11 +164,3 @@ async def test_an_elected_leader_moves_at_once_and_a_moved_one_waits_the_cooldow
         stop.set()
         await task
         assert cluster.hosts[writer].groups[GID].raw.is_leader()
-    finally:
-        stop.set()
-        for loop_task in loops:
-            loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop_task
-        for f in followers:
-            await f.close()
