@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import socket
@@ -211,11 +212,14 @@ def test_member_joins_failures_and_departures_are_logged(
         gossip_address="10.0.0.7:7459",
         directory_version=0,
     )
+    named = dataclasses.replace(member, name="eu-west-1b")
     with caplog.at_level(logging.INFO, logger="copycat"):
         _node._log_member_event(getattr(membership, kind)(member=member))
-    (record,) = caplog.records
-    assert record.levelno == level
-    assert "node 7 (10.0.0.7:7458, eu-west/r2)" in record.getMessage()
+        _node._log_member_event(getattr(membership, kind)(member=named))
+    (record, named_record) = caplog.records
+    assert record.levelno == named_record.levelno == level
+    assert "member 10.0.0.7:7458 (node 7, eu-west/r2)" in record.getMessage()
+    assert "member eu-west-1b (node 7, 10.0.0.7:7458, eu-west/r2)" in named_record.getMessage()
     assert said in record.getMessage()
 
 
@@ -224,8 +228,11 @@ import asyncio, sys, tempfile
 import copycat
 
 async def main() -> None:
-    config = copycat.Config.local(data_dir=tempfile.mkdtemp(), log_format=sys.argv[1])
+    config = copycat.Config.local(
+        data_dir=tempfile.mkdtemp(), log_format=sys.argv[1], node_name=sys.argv[2] or None
+    )
     async with copycat.CopyCat(config) as cc:
+        print(cc.name, flush=True)
         ds = await cc.allocate_data_structure(replicas=1)
         await (await cc.subscribe(ds, lambda: b"")).propose(b"x")
 
@@ -233,29 +240,42 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.parametrize("node_name", ["", "eu-west-1a"])
 @pytest.mark.parametrize("log_format", ["text", "json"])
-def test_a_program_that_configured_no_logging_gets_time_and_level(log_format: str) -> None:
+def test_a_program_that_configured_no_logging_gets_time_level_and_node(
+    log_format: str, node_name: str
+) -> None:
+    """Every line has time and level, and names the node: `node_name`, else the
+    transport address the node publishes (what `CopyCat.name` returns)."""
     import re
     import subprocess
 
     done = subprocess.run(
-        [sys.executable, "-c", _NO_LOGGING_PROGRAM, log_format],
+        [sys.executable, "-c", _NO_LOGGING_PROGRAM, log_format, node_name],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+    assert done.returncode == 0, done.stderr
+    name = done.stdout.strip()
+    assert name == (node_name or name), done.stdout
+    if not node_name:
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", name), name
     lines = [line for line in done.stderr.splitlines() if line and "kinship" not in line]
     assert lines, done.stderr
+    assert any("started" in line for line in lines), done.stderr
     for line in lines:
         if log_format == "json":
             record = json.loads(line)
-            assert set(record) >= {"time", "level", "logger", "message"}
+            assert set(record) >= {"time", "level", "node", "logger", "message"}
             assert record["logger"].startswith("copycat")
+            assert record["node"] == name, line
         else:
-            assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) copycat", line), (
-                line
-            )
+            pattern = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) \[(.+?)\] copycat"
+            match = re.match(pattern, line)
+            assert match is not None, line
+            assert match.group(2) == name, line
 
 
 _ALLOCATE_AT_ONCE_PROGRAM = """

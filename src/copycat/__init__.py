@@ -20,6 +20,7 @@ from __future__ import annotations
 from copycat._config import Config as Config
 from copycat._ids import DataStructureId as DataStructureId
 from copycat._ids import new_data_structure_id as new_data_structure_id
+from copycat._logs import NodeNameFilter as NodeNameFilter
 from copycat._node import CopyCat as CopyCat
 from copycat._node import GroupInfo as GroupInfo
 from copycat._node import Subscription as Subscription

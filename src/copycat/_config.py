@@ -85,6 +85,7 @@ class _ConfigKwargs(TypedDict, total=False):
     peers_to_contact: Sequence[str]
     data_center: str
     rack: str
+    node_name: str | None
     cluster_name: str
     node_id: int | None
     tls_ca_file: str | None
@@ -197,6 +198,12 @@ class Config:
     rack: str = "rack1"
     """Rack of this node within its data center, 1 to 64 printable UTF-8 bytes. Default
     "rack1". Placement spreads replicas within a data center over racks."""
+
+    node_name: str | None = None
+    """This node's name for people, 1 to 64 printable UTF-8 bytes: it starts every log
+    line of the node, and other nodes show it in their status and logs (it travels in the
+    gossip metadata). Default None: the transport address published ("host:port"). Only
+    a label: the node id, not the name, identifies the node, so two nodes may share one."""
 
     cluster_name: str = "copycat"
     """Name of the cluster, 1 to 64 printable UTF-8 bytes. Default "copycat". Nodes with
@@ -390,6 +397,8 @@ class Config:
             _split_host_port("peers_to_contact", peer)
         _check_label("data_center", self.data_center)
         _check_label("rack", self.rack)
+        if self.node_name is not None:
+            _check_label("node_name", self.node_name)
         _check_label("cluster_name", self.cluster_name)
         if self.node_id is not None and (
             not _is_int(self.node_id) or not 1 <= self.node_id <= MAX_NODE_ID
@@ -807,6 +816,7 @@ class Config:
             transport_address=_join_host_port(self.hostname, published),
             data_center=self.data_center,
             rack=self.rack,
+            node_name=self.node_name,
             insecure_plaintext=self.insecure_plaintext_gossip,
         )
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from copycat._ids import DataStructureId, group_name
-from copycat._logs import install_default_handler
+from copycat._logs import NodeLabel, install_default_handler, node_name_bound
 from copycat._observe import Observer
 from copycat._world import REAL_WORLD, World
 from copycat.errors import (
@@ -147,11 +147,14 @@ def _log_member_event(event: object) -> None:
     for kind, what in _MEMBER_EVENTS.items():
         if isinstance(event, kind):
             member = event.member  # type: ignore[attr-defined]
+            address = member.transport_address or member.gossip_address
+            name = member.name or address
             log.log(
                 logging.WARNING if kind is MemberFailed else logging.INFO,
-                "member node %d (%s, %s/%s) %s",
+                "member %s (node %d, %s%s/%s) %s",
+                name,
                 member.node_id,
-                member.transport_address or member.gossip_address,
+                "" if name == address else f"{address}, ",
                 member.data_center,
                 member.rack,
                 what,
@@ -230,6 +233,8 @@ class CopyCat:
         """The transport address other nodes dial, once started (see `address`)."""
         self._split_with: dict[int, tuple[int, ...]] = {}
         """Groups seen split: the nodes hosting the other group under the same id."""
+        self._label = NodeLabel(config.node_name or "starting")
+        """The name this node's log records carry (see `name`)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -256,17 +261,29 @@ class CopyCat:
             raise CopyCatError("this node is already started")
         self._started = True
         install_default_handler(self.config.log_format)
-        try:
-            await self._open()
-        except BaseException:
-            # Close whatever was opened (ports, the store's lock), then report the cause.
-            await self._close_parts()
-            self._closed = True
-            raise
+        with node_name_bound(self._label):  # the tasks started now keep the name
+            try:
+                await self._open()
+            except BaseException:
+                # Close whatever was opened (ports, the store's lock), then report it.
+                await self._close_parts()
+                self._closed = True
+                raise
+            log.info(
+                "node %s started: id %d, data center %s, rack %s, transport at %s, gossip at %s",
+                self.name,
+                self.node_id,
+                self.config.data_center,
+                self.config.rack,
+                self.address,
+                self.gossip_address,
+            )
 
     async def _open(self) -> None:
         cfg = self.config
         self.node_id = _load_node_id(cfg.node_id_file, cfg.node_id)
+        if cfg.node_name is None and cfg.port and cfg.advertise_port is None:
+            self._label.name = _join(cfg.hostname, cfg.port)  # known before the bind
         _check_cluster_name(cfg.node_id_file.parent / CLUSTER_NAME_FILE, cfg.cluster_name)
         world = self.world
         store = cfg.open_log_store() if world.log_store is None else world.log_store(cfg)
@@ -283,6 +300,7 @@ class CopyCat:
         self._host = host
         membership_cfg = cfg.membership_config(self.node_id, transport_port=endpoint.address[1])
         self._published_address = membership_cfg.transport_address
+        self._label.name = cfg.node_name or self._published_address
         membership = Membership(
             membership_cfg, gossip_factory=world.gossip, seed=world.random_bytes(16)
         )
@@ -382,6 +400,10 @@ class CopyCat:
         if self._closed or not self._started:
             self._closed = True
             return
+        with node_name_bound(self._label):
+            await self._shut_down()
+
+    async def _shut_down(self) -> None:
         self._closed = True
         if self._watch is not None:
             self._watch.cancel()
@@ -430,6 +452,13 @@ class CopyCat:
         picked when the config asked for port 0); `bind_host` may differ."""
         self._parts()
         return self._published_address
+
+    @property
+    def name(self) -> str:
+        """This node's name for people: `Config.node_name`, else its published transport
+        address. Every log line of the node and the other nodes' status show it."""
+        self._parts()
+        return self._label.name
 
     @property
     def gossip_address(self) -> str:
@@ -505,7 +534,8 @@ class CopyCat:
         members = [
             {
                 "node_id": m.node_id,
-                "name": m.transport_address,
+                "name": m.name,
+                "transport_address": m.transport_address,
                 "data_center": m.data_center,
                 "rack": m.rack,
                 "state": m.state.value,
@@ -513,6 +543,7 @@ class CopyCat:
             }
             for m in membership.view().members
         ]
+        names = {m.node_id: m.name for m in membership.view().members}
         groups = []
         for gid in sorted(host.groups):
             status = host.group_status(gid)
@@ -539,6 +570,7 @@ class CopyCat:
                     "group_id": gid,
                     "role": status.role.name.lower(),
                     "leader": status.leader_id,
+                    "leader_name": names.get(status.leader_id),
                     "term": status.term,
                     "commit": status.commit,
                     "applied": status.applied,
@@ -552,7 +584,8 @@ class CopyCat:
         return {
             "node": {
                 "node_id": self.node_id,
-                "name": self.address,
+                "name": self.name,
+                "transport_address": self.address,
                 "gossip_address": self.gossip_address,
                 "data_center": cfg.data_center,
                 "rack": cfg.rack,
@@ -844,6 +877,10 @@ class CopyCat:
         handed over are logged by id, kept on disk, and the node shuts down anyway; the
         repair of the other nodes replaces it there after `repair_grace_s`. Groups
         handed over are deleted here. Subscriptions are closed."""
+        with node_name_bound(self._label):
+            await self._leave_now(timeout_s)
+
+    async def _leave_now(self, timeout_s: float | None) -> None:
         host, _, _ = self._parts()
         if self._leaving:
             raise CopyCatError("this node is already leaving")
@@ -911,6 +948,12 @@ class CopyCat:
         directory of a majority of the nodes it knows, and a majority answered that they
         host no member; and never for an id this node hosted before. Otherwise it raises
         `ClusterUnreachableError` (after up to `proposal_timeout_s`): one group per id."""
+        with node_name_bound(self._label):
+            return await self._subscribe(data_structure_id, snapshot_provider)
+
+    async def _subscribe(
+        self, data_structure_id: DataStructureId | str, snapshot_provider: SnapshotProvider
+    ) -> Subscription:
         host, _, _ = self._parts()
         if not callable(snapshot_provider):
             raise ArgumentError(

@@ -91,6 +91,7 @@ async def main() -> None:
     parser.add_argument("--routes", default="", help="node=host:port,...: WAN emulator links")
     parser.add_argument("--follow-after", type=float, default=0.0, help="leader follows writers")
     parser.add_argument("--http-port", type=int, default=None, help="metrics and status")
+    parser.add_argument("--node-name", default=None, help="the name in logs and status")
     args = parser.parse_args()
     # stderr goes to a file beside the data dir (see cluster.py): keep the node's story
     logging.basicConfig(
@@ -113,6 +114,7 @@ async def main() -> None:
         leader_follows_writers=args.follow_after > 0,
         leader_follow_after_s=args.follow_after or 15.0,
         http_port=args.http_port,
+        node_name=args.node_name,
     )
     async with CopyCat(config, world=redirect_world(parse_routes(args.routes))) as cc:
         emit(

@@ -46,7 +46,7 @@ def samples(node: NodeProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
 
 def test_metrics_status_and_health_of_a_real_node(procs: ProcessCluster) -> None:
     for node_id in (1, 2, 3):
-        procs.add(node_id, extra=["--http-port=0"])
+        procs.add(node_id, extra=["--http-port=0", f"--node-name=eu-{node_id}"])
     procs.wait_members(3)
     n1 = procs.nodes[1]
     n1.send(op="allocate", replicas=3)
@@ -79,10 +79,12 @@ def test_metrics_status_and_health_of_a_real_node(procs: ProcessCluster) -> None
     code, text = get(n1, "/status")
     assert code == 200
     status = json.loads(text)
-    assert status["node"]["node_id"] == 1
-    assert {m["node_id"] for m in status["members"]} == {1, 2, 3}
+    assert (status["node"]["node_id"], status["node"]["name"]) == (1, "eu-1")
+    # Names travel in gossip: node 1 shows every member by the name it was given.
+    assert {m["node_id"]: m["name"] for m in status["members"]} == {i: f"eu-{i}" for i in (1, 2, 3)}
     (group,) = [g for g in status["groups"] if g["data_structure_id"] == ds]
     assert group["leader"] in (1, 2, 3)
+    assert group["leader_name"] == f"eu-{group['leader']}"
     assert group["commit"] >= 50
     assert group["subscriber"]["delivered"] <= group["commit"]
     leaders = [
@@ -107,6 +109,8 @@ def test_metrics_status_and_health_of_a_real_node(procs: ProcessCluster) -> None
     assert "members (3):" in out
     for member in status["members"]:
         assert member["name"] in out
+    (row,) = [line for line in out.splitlines() if ds in line]
+    assert f" eu-{group['leader']} " in row, row  # the leader by name
     assert ds in out
     assert "SUBSCRIBER LAG" in out
     assert " behind" in out

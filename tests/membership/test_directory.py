@@ -223,6 +223,7 @@ def test_metadata_round_trips_and_fits_512_bytes_at_the_limits() -> None:
         rack="r" * 64,
         directory_version=(1 << 64) - 1,
         directory_digest=(1 << 128) - 1,
+        name="n" * 64,
     )
     tags = meta.encode()
     assert decode_meta(tags) == meta
@@ -240,10 +241,24 @@ def test_metadata_round_trips_and_fits_512_bytes_at_the_limits() -> None:
         {"cc": "1", "id": "1", "ta": "a:1", "dc": "d", "rk": "r", "dv": "-1", "dd": "0" * 32},
         {"cc": "1", "id": "1", "ta": "a:1", "dc": "d", "rk": "r", "dv": "0", "dd": "zz"},
         {"cc": "1", "id": "1", "ta": "", "dc": "d", "rk": "r", "dv": "0", "dd": "0" * 32},
+        {"cc": "1", "id": "1", "ta": "a:1", "dc": "d", "rk": "r", "dv": "0", "dd": "0" * 32}
+        | {"nm": ""},
+        {"cc": "1", "id": "1", "ta": "a:1", "dc": "d", "rk": "r", "dv": "0", "dd": "0" * 32}
+        | {"nm": "n" * 65},
     ],
 )
 def test_malformed_metadata_is_not_a_copycat_node(tags) -> None:
     assert decode_meta(tags) is None
+
+
+def test_a_node_that_publishes_no_name_is_shown_by_its_transport_address() -> None:
+    tags = {"cc": "1", "id": "1", "ta": "a:1", "dc": "d", "rk": "r", "dv": "0", "dd": "0" * 32}
+    meta = decode_meta(tags)
+    assert meta is not None
+    assert (meta.name, meta.display_name) == ("", "a:1")
+    named = decode_meta(tags | {"nm": "eu-1a"})
+    assert named is not None
+    assert named.display_name == "eu-1a"
 
 
 @pytest.mark.parametrize(

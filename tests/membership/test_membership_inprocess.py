@@ -108,6 +108,19 @@ async def test_published_entries_reach_every_node_and_lookups_answer() -> None:
         await close_all(a, b, c)
 
 
+async def test_a_node_name_travels_in_the_metadata() -> None:
+    net = FakeNetwork(seed=2)
+    a, b = make(net, 1, node_name="eu-west-1a"), make(net, 2)
+    await start_all(a, b)
+    try:
+        await until(lambda: 1 in b.view() and 2 in a.view(), "both views")
+        names = {m.node_id: m.name for m in b.view().members}
+        assert names == {1: "eu-west-1a", 2: "127.0.0.1:9002"}
+        assert {m.node_id: m.name for m in a.view().members} == names
+    finally:
+        await close_all(a, b)
+
+
 async def test_lossy_network_converges_through_retries() -> None:
     net = FakeNetwork(seed=7, loss=0.3)
     a, b, c = make(net, 1, max_chunk_bytes=4096), make(net, 2), make(net, 3)

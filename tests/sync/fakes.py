@@ -180,6 +180,11 @@ class FakeNode:
         return "127.0.0.1:7001"
 
     @property
+    def name(self) -> str:
+        self._queried()
+        return "fake-1"
+
+    @property
     def gossip_address(self) -> str:
         self._queried()
         return "127.0.0.1:7002"

@@ -50,6 +50,7 @@ QUERIES: Final = (
     "members",
     "metric_counters",
     "metrics",
+    "name",
     "new_data_structure_id",
     "node_id",
     "readiness",

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from copycat._logs import TEXT_FORMAT, JsonFormatter
+from copycat._logs import stderr_handler
 from copycat.cli._runtime import StartError, exit_process, serve
 from copycat.errors import ConfigError
 from copycat.transport import run as run_loop
@@ -51,6 +51,7 @@ _FLAG_FIELDS: Final = {
     "peers": "peers_to_contact",
     "data_center": "data_center",
     "rack": "rack",
+    "node_name": "node_name",
     "cluster_name": "cluster_name",
     "node_id": "node_id",
     "tls_ca_file": "tls_ca_file",
@@ -115,6 +116,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     ident.add_argument("--data-center", help="this node's data center (default dc1)")
     ident.add_argument("--rack", help="this node's rack (default rack1)")
+    ident.add_argument(
+        "--node-name", help="this node's name in logs and status (default: its HOST:PORT)"
+    )
     ident.add_argument("--cluster-name", help="cluster name (default copycat)")
     ident.add_argument(
         "--node-id", type=int, help="node id (default: generated once, kept in the data dir)"
@@ -322,10 +326,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except ConfigError as exc:
         print(f"copycat node: {describe_config_error(exc)}", file=sys.stderr)
         return 2
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if config.log_format == "json" else logging.Formatter(TEXT_FORMAT)
-    )
+    handler = stderr_handler(config.log_format)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper()), handlers=[handler])
     interval = float(args.status_interval_s)
     if not interval > 0:

@@ -456,6 +456,7 @@ def render_remote(document: Mapping[str, object]) -> str:
     assert isinstance(members, list)
     assert isinstance(groups, list)
     me = node["node_id"]
+    names = _names(members)
     lines = [
         f"node {me} {node['name']} ({node['data_center']}/{node['rack']}), "
         f"gossip {node['gossip_address']}, cluster {node['cluster_name']!r}",
@@ -483,12 +484,15 @@ def render_remote(document: Mapping[str, object]) -> str:
             [
                 str(g["data_structure_id"]),
                 str(g["role"]),
-                str(g["leader"] or "-"),
+                _leader(g, names),
                 str(g["term"]),
                 str(g["commit"]),
                 str(g["applied"]),
                 "-" if sub is None else f"{sub['lag_entries']} behind",
-                ", ".join(f"{n}: {f['lag_entries']}" for n, f in followers.items()) or "-",
+                ", ".join(
+                    f"{names.get(str(n), n)}: {f['lag_entries']}" for n, f in followers.items()
+                )
+                or "-",
             ]
         )
     if rows:
@@ -508,6 +512,21 @@ def render_remote(document: Mapping[str, object]) -> str:
     else:
         lines.append("  (none)")
     return "\n".join(lines)
+
+
+def _names(members: object) -> dict[str, str]:
+    """Node id (as text) -> name, from a `/status` document's members."""
+    if not isinstance(members, list):
+        return {}
+    return {str(m["node_id"]): str(m.get("name") or m["node_id"]) for m in members}
+
+
+def _leader(group: Mapping[str, object], names: Mapping[str, str]) -> str:
+    """The group's leader by name (the node's id when its name is unknown), "-" if none."""
+    leader = group.get("leader")
+    if not leader:
+        return "-"
+    return str(group.get("leader_name") or names.get(str(leader)) or leader)
 
 
 def watch_remote(
@@ -540,6 +559,7 @@ def watch_remote(
                 members.add_row(
                     str(m["node_id"]), m["name"], m["data_center"], m["rack"], m["state"]
                 )
+            names = _names(document["members"])
             groups = Table(title="groups")
             for header in ("DATA STRUCTURE", "RAFT", "LEADER", "TERM", "COMMIT", "LAG"):
                 groups.add_column(header)
@@ -549,7 +569,7 @@ def watch_remote(
                 groups.add_row(
                     g["data_structure_id"],
                     g["role"],
-                    str(g["leader"] or "-"),
+                    _leader(g, names),
                     str(g["term"]),
                     str(g["commit"]),
                     lag,

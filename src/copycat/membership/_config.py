@@ -25,7 +25,8 @@ binds loopback only, `lan` probes every second, `wan` every five seconds."""
 PRESETS: Final = ("local", "lan", "wan")
 
 MAX_LABEL_BYTES: Final = 64
-"""Longest data center or rack name, in UTF-8 bytes (the metadata must fit 512 bytes)."""
+"""Longest data center, rack or node name, in UTF-8 bytes (the metadata must fit 512
+bytes)."""
 
 MAX_ADDRESS_BYTES: Final = 200
 """Longest transport address ("host:port"), in UTF-8 bytes."""
@@ -136,6 +137,11 @@ class MembershipConfig:
     """Rack of this node within its data center, 1 to 64 printable UTF-8 bytes, for
     placement. Default "default"."""
 
+    node_name: str | None = None
+    """The name other nodes show for this one in logs and status, 1 to 64 printable
+    UTF-8 bytes. Default None: the transport address. Only for people: ids, not names,
+    identify nodes."""
+
     sync_timeout_s: float = 1.0
     """How long a directory pull waits for the next response chunk before it retries.
     Default 1 s (kinship messages are best effort; on loopback a response takes well under
@@ -237,6 +243,8 @@ class MembershipConfig:
         _check_label("transport_address", self.transport_address, MAX_ADDRESS_BYTES)
         _check_label("data_center", self.data_center, MAX_LABEL_BYTES)
         _check_label("rack", self.rack, MAX_LABEL_BYTES)
+        if self.node_name is not None:
+            _check_label("node_name", self.node_name, MAX_LABEL_BYTES)
         for name in (
             "sync_timeout_s",
             "anti_entropy_interval_s",

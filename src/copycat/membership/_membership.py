@@ -168,6 +168,7 @@ class _Peer:
             epoch=self.epoch,
             gossip_address=self.address,
             directory_version=self.meta.directory_version,
+            name=self.meta.display_name,
         )
 
     def wants_sync(self) -> bool:
@@ -566,6 +567,7 @@ class Membership:
             rack=self._config.rack,
             directory_version=self._log.version,
             directory_digest=self._log.digest,
+            name=self._config.node_name or "",
         )
 
     def _local_info(self) -> MemberInfo:
@@ -578,6 +580,7 @@ class Membership:
             epoch=self._epoch,
             gossip_address=self._gossip_address,
             directory_version=self._log.version,
+            name=self._config.node_name or self._config.transport_address,
         )
 
     def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:

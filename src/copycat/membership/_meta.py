@@ -6,7 +6,7 @@
 #
 # What must not: kinship imports, I/O, or state.
 """The metadata a node publishes: id, transport address, data center, rack, protocol
-version, and the version and digest of its directory."""
+version, the version and digest of its directory, and its name (optional)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ KEY_NODE_ID: Final = "id"
 KEY_TRANSPORT: Final = "ta"
 KEY_DATA_CENTER: Final = "dc"
 KEY_RACK: Final = "rk"
+KEY_NAME: Final = "nm"
 KEY_DIR_VERSION: Final = "dv"
 KEY_DIR_DIGEST: Final = "dd"
 
@@ -44,6 +45,13 @@ class NodeMeta:
     rack: str
     directory_version: int
     directory_digest: int
+    name: str = ""
+    """The node's name for people; "" (also when a node publishes none): its transport
+    address."""
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.transport_address
 
     def encode(self) -> dict[str, str]:
         return {
@@ -54,6 +62,7 @@ class NodeMeta:
             KEY_RACK: self.rack,
             KEY_DIR_VERSION: str(self.directory_version),
             KEY_DIR_DIGEST: digest_hex(self.directory_digest),
+            **({KEY_NAME: self.name} if self.name else {}),
         }
 
 
@@ -84,6 +93,8 @@ def decode_meta(meta: Mapping[str, str]) -> NodeMeta | None:
     transport = _label(meta.get(KEY_TRANSPORT), MAX_ADDRESS_BYTES)
     data_center = _label(meta.get(KEY_DATA_CENTER), MAX_LABEL_BYTES)
     rack = _label(meta.get(KEY_RACK), MAX_LABEL_BYTES)
+    name_text = meta.get(KEY_NAME)
+    name = "" if name_text is None else _label(name_text, MAX_LABEL_BYTES)
     if (
         node_id is None
         or node_id == 0
@@ -92,6 +103,7 @@ def decode_meta(meta: Mapping[str, str]) -> NodeMeta | None:
         or transport is None
         or data_center is None
         or rack is None
+        or name is None
     ):
         return None
     return NodeMeta(
@@ -101,4 +113,5 @@ def decode_meta(meta: Mapping[str, str]) -> NodeMeta | None:
         rack=rack,
         directory_version=version,
         directory_digest=digest,
+        name=name,
     )

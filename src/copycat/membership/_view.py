@@ -46,6 +46,12 @@ class MemberInfo:
     gossip_address: str
     directory_version: int
     """The version of its directory it advertises (this node may hold an older one)."""
+    name: str = ""
+    """Its name for people (`Config.node_name`, else its transport address)."""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", self.transport_address)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

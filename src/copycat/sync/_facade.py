@@ -322,6 +322,12 @@ class CopyCat:
         return self._query(lambda node: node.address, DEFAULT_QUERY_TIMEOUT_S, "address")
 
     @property
+    def name(self) -> str:
+        """This node's name for people: `Config.node_name`, else its published transport
+        address (`copycat.CopyCat.name`). Waits up to `DEFAULT_QUERY_TIMEOUT_S`."""
+        return self._query(lambda node: node.name, DEFAULT_QUERY_TIMEOUT_S, "name")
+
+    @property
     def gossip_address(self) -> str:
         """This node's gossip address, "host:port": what another node lists in
         `peers_to_contact` to join this cluster; with `gossip_port=0` in the config, the

@@ -60,7 +60,7 @@ class AsyncNode(Protocol):
     """What `copycat.sync.CopyCat` needs of an asyncio node (the shape of
     `copycat.CopyCat`).
 
-    The queries (`node_id`, `address`, `gossip_address`, `members()`, `groups()`,
+    The queries (`node_id`, `address`, `name`, `gossip_address`, `members()`, `groups()`,
     `counters()`, `http_address`, `metrics()`, `status()`, `readiness()`,
     `metric_counters()`) are plain reads: the facade calls them on the loop thread only,
     after `start()` returned, and they must not block.
@@ -90,6 +90,11 @@ class AsyncNode(Protocol):
     @property
     def address(self) -> str:
         """The transport address published to the other nodes, "host:port"."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """The node's name for people (`Config.node_name`, else its address)."""
         ...
 
     @property

@@ -1164,7 +1164,7 @@ class Endpoint:
         self._housekeeping = self._loop.create_task(self._housekeep())
         for peer in self.peers.values():
             self._start_dialer(peer)
-        logger.info("node %d listening on %s:%d", self.node_id, *self._address)
+        logger.debug("node %d listening on %s:%d", self.node_id, *self._address)
 
     async def close(self) -> None:
         """Stop listening, close every connection (queued frames are flushed first),
