@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
 import tempfile
 import threading
 
@@ -170,7 +168,3 @@ def main() -> None:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     main()
-    # kinship (the gossip library) may crash during interpreter teardown in a process
-    # that ran a node: leave without it, after the clean shutdown above.
-    sys.stdout.flush()
-    os._exit(0)

@@ -39,7 +39,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -370,12 +369,7 @@ def main() -> None:
         copycat.run(serve(args))
     except CopyCatError as exc:
         print(f"kv_server: {exc}", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        os._exit(1)
-    # kinship (the gossip library) may crash during interpreter teardown in a process
-    # that ran a node: leave without it, after the clean shutdown above.
-    sys.stdout.flush()
-    os._exit(0)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 from `copycat`, of a type that says what kind of mistake it is, whose message names the
 thing (the file, the address, the limit, the argument, the cluster).
 
-Real nodes run in a subprocess (kinship 0.4 may crash at interpreter teardown, so the
-process that ran a node ends with `os._exit`); this module is also that process's script,
+Real nodes run in a subprocess (real gossip nodes never run inside pytest's process);
+this module is also that process's script,
 and each check there records the type and message of what was raised."""
 
 from __future__ import annotations

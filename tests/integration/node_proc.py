@@ -127,7 +127,6 @@ async def main() -> None:
         await node_commands(cc).serve()
     emit(event="stopped")
     sys.stdout.flush()
-    os._exit(0)  # kinship 0.4 may crash during interpreter teardown
 
 
 def store_syncs(cc: CopyCat) -> bool:

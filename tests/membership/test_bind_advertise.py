@@ -2,8 +2,8 @@
 
 Units: `MembershipConfig.gossip_advertise` and its loopback rule, its way into kinship's
 `advertise`, and how a node recognises its own address (`reachability`). Clusters: three
-real nodes, in one child process (kinship 0.4 may crash at interpreter teardown, so a
-process that ran a node ends with `os._exit`; this module is also that process's script,
+real nodes, in one child process (real gossip nodes never run inside pytest's process;
+this module is also that process's script,
 `python -m tests.membership.test_bind_advertise LIFE DATA_DIR`):
 
 * `hosts`: each node binds the wildcard 0.0.0.0 and publishes a loopback alias of its own

@@ -42,7 +42,7 @@ def run_life(module: str, *args: str, tag: str) -> Any:
 
 
 def main_then_exit(main: Callable[[], None]) -> NoReturn:
-    """Run a script's `main`, print any failure, flush, and leave with `os._exit`."""
+    """Run a script's `main`, print any failure, flush, and exit with its code."""
     code = 0
     try:
         main()
@@ -51,4 +51,4 @@ def main_then_exit(main: Callable[[], None]) -> NoReturn:
         code = 1
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)
+    sys.exit(code)

@@ -9,8 +9,7 @@ subscription) and `counters()` through the facade, and the same through the faca
 underlying `copycat.CopyCat` on its loop thread; then it commits each misuse on both
 (before start, a second start, a closed subscription, a provider that is not callable,
 after shutdown, a start after shutdown) and records what each raised. It prints one line
-`parity <json>`. Every wait is bounded; the process leaves with os._exit (kinship may
-crash at interpreter teardown in a process that ran a node).
+`parity <json>`. Every wait is bounded.
 """
 
 from __future__ import annotations

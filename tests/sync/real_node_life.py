@@ -11,9 +11,7 @@ ran at least once. Then `close()` of the subscription must end the reader's loop
 second: reopens the same dir, subscribes to the same id, reloads on LOAD_SNAPSHOT with
 `load_snapshot()`, applies what follows, proposes `c0..c2` and closes the subscription.
 
-Each life prints one line `result <json>` that the test checks. Every wait is bounded;
-the process leaves with os._exit (kinship may crash at interpreter teardown in a
-process that ran a node).
+Each life prints one line `result <json>` that the test checks. Every wait is bounded.
 """
 
 from __future__ import annotations

@@ -8,8 +8,7 @@ function, run by the facade in the reader's thread) holds the reader while three
 values commit, then returns the state it has. Prints `first <json list acknowledged>`.
 second: restarts on the same dir, reloads LOAD_SNAPSHOT, applies what follows up to a
 final b"end" and prints `second <json list held>`.
-Every wait is bounded; the process leaves with os._exit (kinship may crash at
-interpreter teardown in a process that ran a node).
+Every wait is bounded.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ entries, a restart on the same data dir reloads LOAD_SNAPSHOT plus the later com
 and `close()` of a subscription ends its commits channel.
 
 The node runs in a subprocess (tests/sync/real_node_life.py), one per life, as
-tests/integration/node_proc.py does: kinship 0.4 may crash during interpreter teardown
-in a process that ran a node, which must not take pytest down with it."""
+tests/integration/node_proc.py does: real gossip nodes never run inside pytest's
+process."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from copycat._logs import stderr_handler
-from copycat.cli._runtime import StartError, exit_process, serve
+from copycat.cli._runtime import StartError, exit_now, exit_process, serve
 from copycat.errors import ConfigError
 from copycat.transport import run as run_loop
 
@@ -298,7 +298,7 @@ async def _until_signalled(
     def on_signal(sig: signal.Signals) -> None:
         if received:
             log.error("second %s: exiting without a clean shutdown", sig.name)
-            exit_process(128 + sig.value)
+            exit_now(128 + sig.value)
         received.append(sig.name)
         log.info("%s received: shutting down", sig.name)
         stop.set()
@@ -352,8 +352,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         log.error("interrupted while starting")
         code = 130
     except Exception:
-        # A bug, not an expected failure: show the traceback, then still end the
-        # process without interpreter teardown.
+        # A bug, not an expected failure: show the traceback, then end the process.
         log.exception("the node failed")
         code = 1
     exit_process(code)

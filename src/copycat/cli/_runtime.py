@@ -1,20 +1,20 @@
 # Running one CopyCat node in this process, for `copycat node` and the demo's workers.
 #
 # What lives here: `serve()` (start the node, keep its status file current, run a body
-# until it returns, shut down within a bound) and `exit_process()`, the only way a
-# process that ran a node may end.
+# until it returns, shut down within a bound) and `exit_process()`, how a process that
+# ran a node ends.
 #
 # The rules it keeps, and why:
-# 1. A process that started a node ends with `os._exit()`, after a clean shutdown and
-#    after flushing its streams: kinship (the gossip library) can crash during
-#    interpreter teardown once it has run.
+# 1. A process that started a node ends through `exit_process()`: logs and streams are
+#    flushed, then the interpreter exits normally (its teardown is safe once the node
+#    shut down: `KinshipGossip.close()` waits out kinship's threads).
 # 2. Shutdown is bounded (`SHUTDOWN_TIMEOUT_S`): a node that cannot leave in time is
 #    reported and the process exits non-zero rather than hanging.
 # 3. A status file is written every `status_interval_s` and once more, marked
 #    "stopped", after a clean shutdown (see `_status.py`).
 #
 # What must not: parse flags or print to stdout (the demo worker owns its stdout).
-"""Run a node in this process: status file, bounded shutdown, exit without teardown."""
+"""Run a node in this process: status file, bounded shutdown, a flushed exit."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from copycat import Config, CopyCat
 
-__all__: Final = ["SHUTDOWN_TIMEOUT_S", "StartError", "exit_process", "serve"]
+__all__: Final = ["SHUTDOWN_TIMEOUT_S", "StartError", "exit_now", "exit_process", "serve"]
 
 log = logging.getLogger("copycat.cli")
 
@@ -65,8 +65,8 @@ async def serve(
     shut the node down. The status file in the data dir is kept current meanwhile.
 
     Raises `StartError` when the node cannot start, `TimeoutError` when it cannot shut
-    down within `SHUTDOWN_TIMEOUT_S`. The caller must then end the process with
-    `exit_process()`, never by returning to the interpreter.
+    down within `SHUTDOWN_TIMEOUT_S`. The caller then ends the process with
+    `exit_process()`.
     """
     from copycat import CopyCat
 
@@ -96,8 +96,17 @@ async def serve(
 
 
 def exit_process(code: int) -> NoReturn:
-    """End this process now with `code`, after flushing logs and the standard streams,
-    skipping interpreter teardown (rule 1 above)."""
+    """End this process with `code`, after flushing logs and the standard streams."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    raise SystemExit(code)
+
+
+def exit_now(code: int) -> NoReturn:
+    """End this process at once with `code`, with no shutdown and no interpreter
+    teardown: for a second signal, when the clean shutdown is what hangs."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):

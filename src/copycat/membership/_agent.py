@@ -7,8 +7,7 @@
 # so a driver can time detection and convergence across processes, and every warning the
 # membership logs, so a driver can check what an operator would read.
 #
-# What must not: be imported by the library. It is a test and benchmark tool, private, and
-# ends with os._exit so that no interpreter teardown runs after the gossip thread stopped.
+# What must not: be imported by the library. It is a test and benchmark tool, private.
 """Test and benchmark agent: one membership node per process, driven over stdin/stdout."""
 
 from __future__ import annotations
@@ -367,9 +366,7 @@ def main() -> None:
         code = 1
     sys.stdout.flush()
     sys.stderr.flush()
-    # kinship 0.4 can crash in interpreter teardown after two nodes ran in one process, and
-    # sometimes after one; skip the teardown (everything is flushed and closed).
-    os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,13 @@
 # a subscription's async streams into bounded `Channel`s; the snapshot provider bridge
 # that runs the user's provider in the reader's thread at the reader's position.
 #
+# At interpreter exit, every facade still running is shut down (`_shut_down_at_exit`,
+# an atexit hook, bounded by `EXIT_SHUTDOWN_TIMEOUT_S`). A loop thread left running
+# into interpreter finalization crashes the process: a libuv (uvloop) timer that fires
+# there calls PyGILState_Ensure after the interpreter state is gone (SIGSEGV in
+# new_threadstate). Stopping the loops before finalization is what asyncio programs get
+# for free, since their loop ends with `asyncio.run`.
+#
 # What must not: replication logic (it belongs to the node), blocking calls on the loop
 # thread, or an import of `copycat.CopyCat` at module level (it is looked up when the
 # first facade starts, so this module works without it and cannot form an import cycle;
@@ -14,10 +21,13 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import importlib
 import itertools
 import logging
 import threading
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, final
 
@@ -41,6 +51,7 @@ __all__: Final = [
     "DEFAULT_ERROR_CAPACITY",
     "DEFAULT_QUERY_TIMEOUT_S",
     "DEFAULT_SHUTDOWN_TIMEOUT_S",
+    "EXIT_SHUTDOWN_TIMEOUT_S",
     "CopyCat",
     "Subscription",
 ]
@@ -69,7 +80,27 @@ _NOT_RUNNING: Final = "the node is not running"
 _NODE_MODULE: Final = "copycat"
 _NODE_CLASS: Final = "CopyCat"
 
+EXIT_SHUTDOWN_TIMEOUT_S: Final = 10.0
+"""How long the exit hook waits for each node the program left running to shut down
+(then it cancels what is left), so that no event loop thread runs into interpreter
+finalization."""
+
 _thread_numbers = itertools.count(1)
+
+_running: weakref.WeakSet[CopyCat] = weakref.WeakSet()
+"""Facades started and not shut down yet: what the exit hook stops."""
+
+
+def _shut_down_at_exit() -> None:
+    """Shut down every facade the program left running, before the interpreter
+    finalizes (see the module comment)."""
+    for facade in list(_running):
+        log.info("%r was not shut down; shutting it down at exit", facade)
+        with contextlib.suppress(Exception):
+            facade.shutdown(EXIT_SHUTDOWN_TIMEOUT_S)
+
+
+atexit.register(_shut_down_at_exit)
 
 
 def _default_node_factory() -> NodeFactory:
@@ -414,6 +445,7 @@ class CopyCat:
             raise
         with self._state_lock:
             self._state = _RUNNING
+        _running.add(self)
 
     async def _start_node(self) -> None:
         factory = self._node_factory or _default_node_factory()
@@ -448,6 +480,7 @@ class CopyCat:
                 return
             was_new = self._state == _NEW
             self._state = _CLOSED
+        _running.discard(self)
         if was_new:
             self._loop.stop(CANCEL_GRACE_S)
             return

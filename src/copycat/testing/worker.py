@@ -17,8 +17,7 @@
 #    with an error line. Any other exception ends `serve()`: it is a bug.
 #
 # What must not: start or stop a node, parse flags, print anything but command answers,
-# or end the process. Each program owns those (a process that ran a node ends through
-# `os._exit`: kinship can crash at interpreter teardown; see `copycat/cli/_runtime.py`).
+# or end the process. Each program owns those (see `copycat/cli/_runtime.py`).
 """JSON-lines command loop for node processes (the demo's, the tests' and the
 benchmarks' node workers). Internal support, not a stable API."""
 
