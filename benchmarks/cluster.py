@@ -6,13 +6,23 @@ What it measures, on three node processes on loopback (local preset, 100 ms tick
   storage (fsync on every ready cycle) — the time until each `propose` returned;
 * `p50_ms` / `p99_ms`: one proposer with one proposal in flight;
 * `proposals_per_s_no_fsync`: the same throughput with `durable=False`;
+* `groups_active_proposals_per_s`: `--active-groups` groups of 3 replicas, every node
+  subscribed to every group and proposing `--active-count` proposals spread round-robin
+  over all of them (`--concurrency` in flight per node), durable: all nodes' proposals
+  over the slowest node's time; `active_ratio_to_one_group` divides it by
+  `proposals_per_s`;
+* `restart_ready_s` / `restart_serving_s`: one durable node hosting `--restart-groups`
+  single-replica groups is killed with SIGKILL and restarted; ready is when `start()`
+  returned, serving is when every group has a leader again and has committed one
+  proposal from a subscriber on the node, both counted from the restart;
 * `idle_cpu_pct`: CPU of one node hosting `--idle-groups` quiescent single-replica
-  groups, over `--idle-seconds`, as a percentage of one core.
+  groups, over `--idle-seconds`, as a percentage of one core, and
+  `rss_mib_per_1000_groups`: the node's resident memory grown per 1,000 of them.
 
-How to run (about a minute):
+How to run (a few minutes; `--parts` picks a subset):
 
     .venv/bin/python benchmarks/cluster.py
-    .venv/bin/python benchmarks/cluster.py --count 20000 --concurrency 512 --idle-groups 10000
+    .venv/bin/python benchmarks/cluster.py --parts active,restart --restart-groups 10000
 
 The last line printed is one JSON object with the figures.
 
@@ -143,22 +153,82 @@ def run_throughput(durable: bool, count: int, concurrency: int, samples: int) ->
                 node.stop()
 
 
-def run_idle(groups: int, seconds: float) -> tuple[float, int]:
+def run_idle(groups: int, seconds: float) -> tuple[float, int, float]:
+    """(CPU % of one core, groups quiescent, RSS MiB per 1,000 groups) of one node
+    hosting `groups` idle single-replica groups."""
     with tempfile.TemporaryDirectory() as tmp:
         node = Node(1, Path(tmp), [], durable=False)
         try:
-            node.send(op="idle_groups", count=groups)
-            node.wait("idle_groups", 1200)
-            time.sleep(3)  # let every group elect itself and settle
             node.send(op="cpu")
-            before = node.wait("cpu", 30)
+            empty = float(node.wait("cpu", 30)["rss_mib"])  # type: ignore[arg-type]
+            node.send(op="idle_groups", count=groups)
+            node.wait("idle_groups", 3600)
+            deadline = time.monotonic() + 120
+            while True:  # every group elected itself and went quiet
+                time.sleep(1)
+                node.send(op="cpu")
+                before = node.wait("cpu", 30)
+                if before["quiescent"] == groups or time.monotonic() > deadline:
+                    break
             time.sleep(seconds)
             node.send(op="cpu")
             after = node.wait("cpu", 30)
             cpu = float(after["cpu_s"]) - float(before["cpu_s"])  # type: ignore[arg-type]
-            return 100.0 * cpu / seconds, int(after["quiescent"])  # type: ignore[call-overload]
+            per_1000 = (float(after["rss_mib"]) - empty) * 1000 / groups  # type: ignore[arg-type]
+            return 100.0 * cpu / seconds, int(after["quiescent"]), per_1000  # type: ignore[call-overload]
         finally:
             node.kill()
+
+
+def run_active_groups(groups: int, count: int, concurrency: int) -> float:
+    """Aggregate proposals/s over `groups` groups of 3 replicas on 3 nodes, each node
+    proposing `count` proposals spread over all of them from its own subscribers
+    (`concurrency` in flight per node), durable: the total over the slowest node's time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        nodes = cluster(Path(tmp), True)
+        try:
+            nodes[0].send(op="allocate_many", count=groups, replicas=3)
+            ids = nodes[0].wait("allocated_many", 1200)["ids"]
+            for node in nodes:
+                node.send(op="subscribe_many", ids=ids)
+            for node in nodes:
+                node.wait("subscribed_many", 1200)
+            for node in nodes:
+                node.send(op="spread", count=count, concurrency=concurrency)
+            runs = [node.wait("spread", 1200) for node in nodes]
+            slowest = max(float(r["s"]) for r in runs)  # type: ignore[arg-type]
+            return len(nodes) * count / slowest
+        finally:
+            for node in nodes:
+                node.stop()
+
+
+def run_restart(groups: int) -> tuple[float, float]:
+    """(s until ready, s until serving) of a node hosting `groups` durable groups after
+    kill -9 and restart: serving means every group has a leader and has committed one
+    proposal from a subscriber on this node, counted from the restart."""
+    with tempfile.TemporaryDirectory() as tmp:
+        node = Node(1, Path(tmp), [], durable=True)
+        try:
+            node.send(op="idle_groups", count=groups)
+            node.wait("idle_groups", 3600)
+        finally:
+            node.kill()
+        started = time.monotonic()
+        node = Node(1, Path(tmp), [], durable=True)  # returns once the node is ready
+        try:
+            ready_s = time.monotonic() - started
+            node.send(op="subscribe_many")
+            served = int(node.wait("subscribed_many", 1200)["count"])  # type: ignore[call-overload]
+            assert served == groups, (served, groups)
+            node.send(op="spread", count=groups, concurrency=256)
+            node.wait("spread", 1200)
+            return ready_s, time.monotonic() - started
+        finally:
+            node.kill()
+
+
+PARTS = ("throughput", "active", "restart", "idle")
 
 
 def main() -> None:
@@ -166,39 +236,71 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=30_000)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--samples", type=int, default=500)
-    parser.add_argument("--idle-groups", type=int, default=10_000)
+    parser.add_argument("--idle-groups", type=int, default=100_000)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--active-groups", type=int, default=1_000)
+    parser.add_argument("--active-count", type=int, default=10_000, help="per node")
+    parser.add_argument("--restart-groups", type=int, default=10_000)
+    parser.add_argument(
+        "--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}"
+    )
     parser.add_argument("--profile", metavar="DIR", help="profile the throughput run")
     args = parser.parse_args()
+    parts = {p for p in args.parts.split(",") if p}
+    if not parts <= set(PARTS):
+        parser.error(f"--parts: unknown {sorted(parts - set(PARTS))}")
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
         os.environ["COPYCAT_BENCH_PROFILE"] = os.path.abspath(args.profile)
         print(json.dumps(run_throughput(True, args.count, args.concurrency, 0)))
         return
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-    say(f"durable: {args.count} proposals, {args.concurrency} in flight, then latency")
-    durable = run_throughput(True, args.count, args.concurrency, args.samples)
-    say(f"no fsync: {args.count} proposals")
-    fast = run_throughput(False, args.count, args.concurrency, 0)
-    say(f"idle: {args.idle_groups} groups on one node for {args.idle_seconds} s")
-    idle_pct, quiescent = run_idle(args.idle_groups, args.idle_seconds)
-    print(
-        json.dumps(
-            {
-                "proposals_per_s": round(durable["proposals_per_s"]),
-                "p50_ms": round(durable["p50_ms"], 2),
-                "p99_ms": round(durable["p99_ms"], 2),
-                "proposals_per_s_no_fsync": round(fast["proposals_per_s"]),
-                "idle_cpu_pct": round(idle_pct, 2),
-                "idle_groups": args.idle_groups,
-                "idle_groups_quiescent": quiescent,
-                "nodes": 3,
-                "payload_bytes": 100,
-                "concurrency": args.concurrency,
-                "cpus": os.cpu_count(),
-            }
+    out: dict[str, object] = {}
+    if "throughput" in parts:
+        say(f"durable: {args.count} proposals, {args.concurrency} in flight, then latency")
+        durable = run_throughput(True, args.count, args.concurrency, args.samples)
+        say(f"no fsync: {args.count} proposals")
+        fast = run_throughput(False, args.count, args.concurrency, 0)
+        out |= {
+            "proposals_per_s": round(durable["proposals_per_s"]),
+            "p50_ms": round(durable["p50_ms"], 2),
+            "p99_ms": round(durable["p99_ms"], 2),
+            "proposals_per_s_no_fsync": round(fast["proposals_per_s"]),
+        }
+    if "active" in parts:
+        say(
+            f"active: {args.active_groups} groups of 3 replicas, {args.active_count} proposals "
+            f"from each node spread over all of them"
         )
-    )
+        active = run_active_groups(args.active_groups, args.active_count, args.concurrency)
+        out["groups_active_proposals_per_s"] = round(active)
+        out["active_groups"] = args.active_groups
+        if "proposals_per_s" in out:
+            out["active_ratio_to_one_group"] = round(active / float(out["proposals_per_s"]), 2)
+    if "restart" in parts:
+        say(f"restart: kill -9 a node hosting {args.restart_groups} groups, then restart it")
+        ready_s, serving_s = run_restart(args.restart_groups)
+        out |= {
+            "restart_ready_s": round(ready_s, 2),
+            "restart_serving_s": round(serving_s, 2),
+            "restart_groups": args.restart_groups,
+        }
+    if "idle" in parts:
+        say(f"idle: {args.idle_groups} groups on one node for {args.idle_seconds} s")
+        idle_pct, quiescent, rss_per_1000 = run_idle(args.idle_groups, args.idle_seconds)
+        out |= {
+            "idle_cpu_pct": round(idle_pct, 2),
+            "idle_groups": args.idle_groups,
+            "idle_groups_quiescent": quiescent,
+            "rss_mib_per_1000_groups": round(rss_per_1000, 2),
+        }
+    out |= {
+        "nodes": 3,
+        "payload_bytes": 100,
+        "concurrency": args.concurrency,
+        "cpus": os.cpu_count(),
+    }
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

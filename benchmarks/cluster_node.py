@@ -119,9 +119,65 @@ def node_commands(cc: CopyCat) -> Commands:
         del cmd
         t = os.times()
         quiet = cc.counters()["quiescent_groups"]
-        return {"event": "cpu", "cpu_s": t.user + t.system, "quiescent": quiet}
+        return {"event": "cpu", "cpu_s": t.user + t.system, "quiescent": quiet, "rss_mib": rss()}
+
+    @commands.op("allocate_many")
+    async def allocate_many(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        ids = [
+            str(await cc.allocate_data_structure(replicas=arg(cmd, "replicas")))
+            for _ in range(arg(cmd, "count"))
+        ]
+        return {"event": "allocated_many", "ids": ids}
+
+    @commands.op("subscribe_many")
+    async def subscribe_many(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        ids = cmd.get("ids")
+        if ids is None:  # every group this node hosts
+            ids = [g.data_structure_id for g in cc.groups()]
+        assert isinstance(ids, list)
+        started = time.perf_counter()
+        for ds in map(str, ids):
+            if ds not in subs:
+                subs[ds] = await cc.subscribe(ds, lambda: b"")
+                drains.append(asyncio.get_running_loop().create_task(drain(subs[ds])))
+        return {"event": "subscribed_many", "count": len(ids), "s": time.perf_counter() - started}
+
+    @commands.op("spread")
+    async def spread_op(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        """`count` proposals spread round-robin over every subscription of this node,
+        `concurrency` in flight; the time until the last returned."""
+        chosen = list(subs.values())
+        rate, elapsed = await spread(chosen, arg(cmd, "count"), arg(cmd, "concurrency"))
+        return {"event": "spread", "per_s": rate, "s": elapsed, "count": cmd["count"]}
 
     return commands
+
+
+def rss() -> float:
+    """This process's resident set, in MiB (Linux)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def spread(subs: list[Subscription], count: int, concurrency: int) -> tuple[float, float]:
+    payload = b"z" * 100
+    remaining = count
+    turn = 0
+
+    async def worker() -> None:
+        nonlocal remaining, turn
+        while remaining > 0:
+            remaining -= 1
+            turn += 1
+            await subs[turn % len(subs)].propose(payload)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return count / elapsed, elapsed
 
 
 if __name__ == "__main__":
