@@ -61,6 +61,7 @@ from copycat.errors import SplitGroupError as SplitGroupError
 from copycat.errors import StorageError as StorageError
 from copycat.errors import TransportError as TransportError
 from copycat.errors import UnavailableError as UnavailableError
+from copycat.host import RecoveryReport as RecoveryReport
 from copycat.membership import MemberInfo as MemberInfo
 from copycat.transport import run as run
 
@@ -97,6 +98,7 @@ __all__ = [
     "ProposalTimeoutError",
     "ProtocolError",
     "RecoveryRefusedError",
+    "RecoveryReport",
     "RemoteError",
     "RequestTimeoutError",
     "SnapshotStreamError",

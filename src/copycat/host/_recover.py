@@ -104,6 +104,26 @@ class RecoveryReport:
             )
         return "\n".join(lines)
 
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> RecoveryReport:
+        """The report `to_json` made (what `copycat recover` reads back); ValueError or
+        KeyError when `document` is not one."""
+        return cls(
+            data_structure_id=str(document["data_structure_id"]),
+            node_id=int(document["node_id"]),
+            recovered=bool(document["recovered"]),
+            voters_before=tuple(int(v) for v in document["voters_before"]),
+            unreachable_voters=tuple(int(v) for v in document["unreachable_voters"]),
+            evidence={int(k): str(v) for k, v in dict(document["evidence"]).items()},
+            last_index=int(document["last_index"]),
+            commit_index=int(document["commit_index"]),
+            kept_uncommitted=int(document["kept_uncommitted"]),
+            recovery_index=int(document["recovery_index"]),
+            term=int(document["term"]),
+            in_flight_proposals=int(document["in_flight_proposals"]),
+            leader=bool(document["leader"]),
+        )
+
     def to_json(self) -> dict[str, Any]:
         """The report as plain data (what POST /recover answers)."""
         return {
