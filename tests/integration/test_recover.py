@@ -19,7 +19,6 @@ from .cluster import (
     ProcessCluster,
     acked,
     check_streams,
-    delivered,
     proposed,
     status,
     voters_seen_by_leaders,
