@@ -12,17 +12,31 @@ import pytest
 
 from copycat.errors import RecoveryRefusedError
 from copycat.host import Recovery, RecoveryRecord, Session
+from copycat.host._force import plan_sole_voter
 from copycat.membership import MemberInfo, MemberState, View
-from copycat.storage import MemoryLogStore
+from copycat.raft import (
+    ConfChange,
+    ConfChangeTransition,
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    add_learner,
+    add_voter,
+    bootstrap_entries,
+    remove_node,
+)
+from copycat.storage import MemoryLogStore, WriteBatch
 
 from .conftest import consume_into, until
 
 if TYPE_CHECKING:
     from copycat.host import Host
+    from copycat.storage import GroupLog
 
     from .conftest import Cluster
 
-pytestmark = [pytest.mark.timeout(60), pytest.mark.asyncio]
+pytestmark = pytest.mark.timeout(60)
 
 GID = 0xC0FFEE
 TICK_S = 0.02
@@ -69,6 +83,7 @@ async def lose_two_voters(cluster: Cluster, h1: Host) -> None:
     await until(lambda: h1.group_status(GID).leader_id == 0)  # type: ignore[union-attr]
 
 
+@pytest.mark.asyncio
 async def test_the_survivor_becomes_the_only_voter_and_keeps_every_entry(
     cluster: Cluster,
 ) -> None:
@@ -136,6 +151,7 @@ def after_conf(host: Host) -> object:
     return host.group(GID).raw.conf_state()
 
 
+@pytest.mark.asyncio
 async def test_the_forced_configuration_survives_a_restart(cluster: Cluster) -> None:
     # init: a recovered survivor
     h1 = await three_voters_led_by_1(cluster)
@@ -163,6 +179,7 @@ async def test_the_forced_configuration_survives_a_restart(cluster: Cluster) -> 
     consumer.cancel()
 
 
+@pytest.mark.asyncio
 async def test_recovery_refuses_while_gossip_shows_a_majority(cluster: Cluster) -> None:
     # init: nodes 2 and 3 stopped, no leader; gossip still lists node 2
     h1 = await three_voters_led_by_1(cluster)
@@ -179,6 +196,7 @@ async def test_recovery_refuses_while_gossip_shows_a_majority(cluster: Cluster) 
     assert h1.group_status(GID).voters == {1, 2, 3}  # type: ignore[union-attr]
 
 
+@pytest.mark.asyncio
 async def test_recovery_refuses_while_raft_heard_from_a_majority(cluster: Cluster) -> None:
     # init: gossip lists nobody, but node 1 heard from node 2 and 3 a moment ago
     h1 = await three_voters_led_by_1(cluster)
@@ -193,6 +211,7 @@ async def test_recovery_refuses_while_raft_heard_from_a_majority(cluster: Cluste
     assert h1.group_status(GID).voters == {1, 2, 3}  # type: ignore[union-attr]
 
 
+@pytest.mark.asyncio
 async def test_recovery_refuses_while_the_group_has_a_leader(cluster: Cluster) -> None:
     # init: all three voters up, node 1 leads; the evidence would allow it otherwise
     h1 = await three_voters_led_by_1(cluster)
@@ -206,6 +225,7 @@ async def test_recovery_refuses_while_the_group_has_a_leader(cluster: Cluster) -
     assert h1.group_status(GID).voters == {1, 2, 3}  # type: ignore[union-attr]
 
 
+@pytest.mark.asyncio
 async def test_a_dry_run_reports_what_may_be_lost_and_changes_nothing(cluster: Cluster) -> None:
     h1 = await three_voters_led_by_1(cluster)
     for i in range(3):
@@ -226,3 +246,74 @@ async def test_a_dry_run_reports_what_may_be_lost_and_changes_nothing(cluster: C
     done = await recovery.recover(GID)
     assert done.recovered
     assert h1.group_status(GID).voters == {1}  # type: ignore[union-attr]
+
+
+# -- the plan alone, over a stored log -----------------------------------------------------
+
+
+def stored_log(entries: list[Entry], commit: int) -> GroupLog:
+    store = MemoryLogStore()
+    batch = WriteBatch()
+    batch.append(GID, entries)
+    batch.set_hard_state(GID, HardState(term=2, commit=commit))
+    store.commit(batch)
+    return store.group(GID)
+
+
+def change(index: int, cc: ConfChange, term: int = 2) -> Entry:
+    return Entry(term=term, index=index, kind=EntryKind.CONF_CHANGE, data=cc.encode())
+
+
+def test_the_plan_counts_changes_past_the_commit_index_and_promotes_a_learner() -> None:
+    # init: voters 1, 2, 3 committed; then, past the commit index, learner 4 is added
+    # and node 3 removed (uncommitted changes count: every entry is kept and committed)
+    entries = [
+        *bootstrap_entries([1, 2, 3]),
+        Entry(term=2, index=4, data=b""),
+        change(5, add_learner(4)),
+        change(6, remove_node(3)),
+    ]
+    log = stored_log(entries, commit=4)
+
+    # act: the survivor is learner 4
+    plan = plan_sole_voter(log, 4)
+
+    # check: 4 promoted, then 1 and 2 removed, one at a time, in a new term
+    assert plan.before == ConfState(voters=frozenset({1, 2}), learners=frozenset({4}))
+    assert plan.after.voters == {4}
+    decoded = [ConfChange.decode(e.data) for e in plan.entries]
+    assert [c.changes for c in decoded] == [
+        add_voter(4).changes,
+        remove_node(1).changes,
+        remove_node(2).changes,
+    ]
+    assert [e.index for e in plan.entries] == [7, 8, 9]
+    assert {e.term for e in plan.entries} == {3}
+    assert plan.hard_state == HardState(term=3, vote=4, commit=9)
+    assert [i for i, _ in plan.confs] == [1, 2, 3, 5, 6, 7, 8, 9]
+    assert plan.confs[-1][1].voters == {4}
+    assert all(RecoveryRecord.of_entry(e) is not None for e in plan.entries)
+    assert all(RecoveryRecord.of_entry(e) is None for e in entries)
+
+
+def test_the_plan_leaves_a_joint_configuration_first() -> None:
+    # init: voters 1, 2, 3 enter a joint configuration towards 1, 4, 5 (explicit leave)
+    joint = ConfChange(
+        changes=(*add_voter(4).changes, *add_voter(5).changes, *remove_node(2).changes),
+        transition=ConfChangeTransition.JOINT_EXPLICIT,
+    )
+    log = stored_log([*bootstrap_entries([1, 2, 3]), change(4, joint)], commit=4)
+
+    plan = plan_sole_voter(log, 1)
+
+    assert plan.before.is_joint()
+    decoded = [ConfChange.decode(e.data) for e in plan.entries]
+    assert decoded[0].leaves_joint()
+    # the incoming half is 1, 3, 4, 5 (2 leaves with the outgoing half)
+    assert [c.changes for c in decoded[1:]] == [
+        remove_node(3).changes,
+        remove_node(4).changes,
+        remove_node(5).changes,
+    ]
+    assert RecoveryRecord.of_entry(plan.entries[0]).voters_before == (1, 2, 3, 4, 5)  # type: ignore[union-attr]
+    assert plan.after == ConfState(voters=frozenset({1}))
