@@ -81,7 +81,7 @@ def test_recover_rebuilds_a_group_from_its_last_voter(procs: ProcessCluster) -> 
 
     # the dry run is refused until gossip and raft both stop hearing from them, then
     # reports what may be lost and changes nothing (exit 3)
-    refusals = 0
+    refusals: list[str] = []
     deadline = time.monotonic() + 90
     while True:
         dry = recover_cli(n1, ds)
@@ -89,9 +89,14 @@ def test_recover_rebuilds_a_group_from_its_last_voter(procs: ProcessCluster) -> 
             break
         assert dry.returncode == 1, dry
         assert "RecoveryRefusedError" in dry.stderr, dry.stderr
-        refusals += 1
+        refusals.append(dry.stderr)
         assert time.monotonic() < deadline, f"still refused: {dry.stderr}"
         time.sleep(1.0)
+    # gossip takes seconds to declare a killed node failed: until then both still count
+    # as reachable, and the refusal names them with the evidence
+    assert refusals, "recovered before gossip could tell that the voters were gone"
+    assert "reachable voter 2: gossip" in refusals[0]
+    assert "reachable voter 3: gossip" in refusals[0]
     assert "DRY RUN" in dry.stdout
     assert "MAY BE LOST" in dry.stdout
     assert "--yes" in dry.stdout
@@ -126,5 +131,5 @@ def test_recover_rebuilds_a_group_from_its_last_voter(procs: ProcessCluster) -> 
     streams = check_streams([n1, n4], ds, everything)
     assert streams[4] == streams[1]
     assert len(streams[1]) == 90
-    print(f"recover refused {refusals} dry runs before the evidence allowed it")
+    print(f"recover refused {len(refusals)} dry runs before the evidence allowed it")
     print(done.stdout)
