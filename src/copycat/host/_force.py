@@ -228,10 +228,11 @@ def _replay(node_id: int, reader: LogReader) -> tuple[ConfState, tuple[tuple[int
     return raw.conf_state(), tuple(confs)
 
 
-def plan_sole_voter(group_log: GroupLog, node_id: int) -> ForcedConf:
+def plan_sole_voter(group_log: GroupLog, node_id: int, *, term_seen: int = 0) -> ForcedConf:
     """The writes that make `node_id` the only voter of the group whose stored log is
-    `group_log` (this node's member). Raises `InternalError` when the result would not
-    be that (nothing is written then)."""
+    `group_log` (this node's member); `term_seen` is the member's term in memory (which
+    may be ahead of the stored one), and the new term is above it too. Raises
+    `InternalError` when the result would not be that (nothing is written then)."""
     hard, _ = group_log.initial_state()
     last = group_log.last_index()
     last_term = group_log.term(last) if last else 0
@@ -249,7 +250,7 @@ def plan_sole_voter(group_log: GroupLog, node_id: int) -> ForcedConf:
         last_index=last,
         commit_index=hard.commit,
     ).encode()
-    new_term = max(hard.term, last_term) + 1
+    new_term = max(hard.term, last_term, term_seen) + 1
     entries = tuple(
         Entry(
             term=new_term,

@@ -709,7 +709,7 @@ class Host:
         sessions; it campaigns at once, alone."""
         group = self.group(gid)
         self._run_cycle_now()  # what the member holds in memory is on disk first
-        plan = plan_sole_voter(group.log, self.config.node_id)
+        plan = plan_sole_voter(group.log, self.config.node_id, term_seen=group.raw.term)
         self._lazy_hard.pop(gid, None)  # the plan's commit index is past it
         batch = WriteBatch()
         batch.append(gid, list(plan.entries))
