@@ -67,3 +67,41 @@ async def test_each_path_and_each_mistake_gets_its_status_code() -> None:
     finally:
         await observer.close()
     assert observer.address is None
+
+
+@pytest.mark.asyncio
+async def test_a_post_action_gets_its_json_and_answers_from_loopback_only() -> None:
+    observer = Observer(FakeNode())
+    seen: list[dict[str, Any]] = []
+
+    async def action(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        seen.append(request)
+        return 409, {"error": "RecoveryRefusedError"}
+
+    observer.add_action("/recover", action)
+    address = await observer.serve("127.0.0.1", 0)
+    try:
+        body = b'{"data_structure_id": "x", "confirm": true}'
+        request = b"POST /recover HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        assert await ask(address, request) == (409, b'{\n "error": "RecoveryRefusedError"\n}\n')
+        assert seen == [{"data_structure_id": "x", "confirm": True}]
+        assert (await ask(address, b"POST /recover HTTP/1.1\r\n\r\n"))[0] == 400  # no body
+        bad = b"POST /recover HTTP/1.1\r\nContent-Length: 3\r\n\r\n{{{"
+        assert (await ask(address, bad))[0] == 400
+        code, answer = await ask(address, b"POST /status HTTP/1.1\r\n\r\n")
+        assert (code, answer) == (405, b"GET only, POST /recover\n")
+    finally:
+        await observer.close()
+
+    class Remote:
+        def get_extra_info(self, name: str) -> object:
+            return ("10.1.2.3", 40000) if name == "peername" else None
+
+    code, _kind, answer = await observer._post(
+        "/recover",
+        b"POST /recover HTTP/1.1\r\nContent-Length: 2\r\n\r\n",
+        asyncio.StreamReader(),
+        Remote(),  # type: ignore[arg-type]
+    )
+    assert (code, answer) == (403, b"POST /recover is answered on loopback only\n")
+    assert len(seen) == 1

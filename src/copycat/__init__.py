@@ -51,6 +51,7 @@ from copycat.errors import ProposalDroppedError as ProposalDroppedError
 from copycat.errors import ProposalError as ProposalError
 from copycat.errors import ProposalTimeoutError as ProposalTimeoutError
 from copycat.errors import ProtocolError as ProtocolError
+from copycat.errors import RecoveryRefusedError as RecoveryRefusedError
 from copycat.errors import RemoteError as RemoteError
 from copycat.errors import RequestTimeoutError as RequestTimeoutError
 from copycat.errors import SnapshotStreamError as SnapshotStreamError
@@ -61,6 +62,7 @@ from copycat.errors import SplitGroupError as SplitGroupError
 from copycat.errors import StorageError as StorageError
 from copycat.errors import TransportError as TransportError
 from copycat.errors import UnavailableError as UnavailableError
+from copycat.host import RecoveryReport as RecoveryReport
 from copycat.membership import MemberInfo as MemberInfo
 from copycat.transport import run as run
 
@@ -96,6 +98,8 @@ __all__ = [
     "ProposalError",
     "ProposalTimeoutError",
     "ProtocolError",
+    "RecoveryRefusedError",
+    "RecoveryReport",
     "RemoteError",
     "RequestTimeoutError",
     "SnapshotStreamError",

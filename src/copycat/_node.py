@@ -40,9 +40,12 @@ from copycat.errors import (
     ClosedError,
     ConfigError,
     CopyCatError,
+    GroupNotFoundError,
+    InvalidIdError,
     NotLeaderError,
     PeerUnreachableError,
     ProposalTimeoutError,
+    RecoveryRefusedError,
     SplitGroupError,
 )
 from copycat.host import (
@@ -56,6 +59,8 @@ from copycat.host import (
     Leave,
     LeaveConfig,
     Method,
+    Recovery,
+    RecoveryReport,
     Repair,
     RepairConfig,
     ReplicaRule,
@@ -87,6 +92,10 @@ if TYPE_CHECKING:
     from copycat.storage import LogStore
 
 log = logging.getLogger("copycat")
+
+RECOVERY_HEARD_WITHIN_ELECTIONS: Final = 3
+"""`recover` counts a voter reachable when raft heard from it within this many election
+timeouts (`election_ticks` x `tick_interval_s`), whatever gossip says."""
 
 DEFAULT_LEAVE_TIMEOUT_S: Final = 120.0
 """How long `CopyCat.leave()` hands replicas over, when not told, before it gives up on
@@ -222,6 +231,7 @@ class CopyCat:
         self._leave: Leave | None = None
         self._tombstones: Tombstones | None = None
         self._creation: Creation | None = None
+        self._recovery: Recovery | None = None
         self._leaving = False
         self._subscriptions: dict[int, Subscription] = {}
         self._rejoins: dict[int, asyncio.Task[None]] = {}
@@ -229,6 +239,7 @@ class CopyCat:
         """The directory group id last published for each group hosted here."""
         self._observer = Observer(self)
         """Metrics, status and health (served over HTTP when `http_port` is set)."""
+        self._observer.add_action("/recover", self._serve_recover)
         self._published_address = ""
         """The transport address other nodes dial, once started (see `address`)."""
         self._split_with: dict[int, tuple[int, ...]] = {}
@@ -321,6 +332,13 @@ class CopyCat:
             on_split=self._on_split,
         )
         self._repair = repair
+        self._recovery = Recovery(
+            host,
+            membership.view,
+            heard_within_s=RECOVERY_HEARD_WITHIN_ELECTIONS
+            * cfg.election_ticks
+            * cfg.tick_interval_s,
+        )
         host.on_removed = repair.applied_own_removal
         if cfg.leader_follows_writers:
             view = membership.view
@@ -861,6 +879,67 @@ class CopyCat:
                 except CopyCatError as exc:
                     sub._report(exc)
             await asyncio.sleep(pause)
+
+    # -- disaster recovery -----------------------------------------------------------------
+
+    async def recover(
+        self, data_structure_id: DataStructureId | str, *, dry_run: bool = False
+    ) -> RecoveryReport:
+        """Rebuild a data structure's group from this node's member when the majority of
+        its voters is gone for good (their disks lost): this member becomes the group's
+        only voter, keeping every entry it has, and placement and repair add voters
+        again up to the group's replica rule as nodes are there. The recovery is
+        recorded in the group's log. Returns what was done and what may be lost.
+
+        Raises `RecoveryRefusedError` (changing nothing) while the group has a leader, while
+        a majority of its voters is reachable as far as this node can tell (gossip lists
+        its node, or raft heard from it within `RECOVERY_HEARD_WITHIN_ELECTIONS` election
+        timeouts), or when this node is no member of it; `GroupNotFoundError` when this
+        node hosts none. With `dry_run` it only checks and reports.
+
+        Dangerous by nature: a voter that is only cut off from this node and comes back
+        with its data forks the history (docs/operations.md, "Disaster recovery")."""
+        host, _, _ = self._parts()
+        if self._leaving:
+            raise CopyCatError("this node is leaving: it recovers nothing")
+        ds = (
+            data_structure_id
+            if isinstance(data_structure_id, DataStructureId)
+            else DataStructureId.parse(data_structure_id)
+        )
+        gid = ds.group_id
+        host.group(gid)  # GroupNotFoundError when this node hosts no member
+        assert self._recovery is not None
+        report = await self._recovery.recover(gid, dry_run=dry_run)
+        if report.recovered:
+            log.warning("group %s recovered by force:\n%s", ds, report.describe())
+            self._publish(upsert=[gid])
+            self._repairer().poke()  # top up at the next scan, as nodes are there
+        return report
+
+    async def _serve_recover(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """POST /recover (what `copycat recover` sends): {"data_structure_id": str,
+        "confirm": bool}; without `"confirm": true` a dry run. Answers the report (200),
+        or {"error": class name, "message", ...} with 409 for a refusal, 404 for a group
+        not hosted here, 400 for a bad request."""
+        ds = request.get("data_structure_id")
+        if not isinstance(ds, str):
+            return 400, {"error": "ArgumentError", "message": "data_structure_id is missing"}
+        try:
+            report = await self.recover(ds, dry_run=request.get("confirm") is not True)
+        except RecoveryRefusedError as exc:
+            return 409, {
+                "error": type(exc).__name__,
+                "message": str(exc),
+                "reachable_voters": {str(k): v for k, v in exc.reachable_voters.items()},
+                "leader_id": exc.leader_id,
+            }
+        except (GroupNotFoundError, InvalidIdError) as exc:
+            code = 404 if isinstance(exc, GroupNotFoundError) else 400
+            return code, {"error": type(exc).__name__, "message": str(exc)}
+        except CopyCatError as exc:
+            return 409, {"error": type(exc).__name__, "message": str(exc)}
+        return 200, report.to_json()
 
     # -- graceful leave --------------------------------------------------------------------
 

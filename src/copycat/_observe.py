@@ -3,8 +3,10 @@
 # What lives here: `Observer`, one per node: a Prometheus registry of its own (two nodes
 # in one process never share series) whose collector reads the node's counters and
 # groups at scrape time, the commit-latency histogram and proposal counters the
-# subscription feeds, and `serve()`, a GET-only HTTP server for /metrics, /status,
-# /healthz and /readyz (docs/operations.md says what each answers).
+# subscription feeds, and `serve()`, an HTTP server for GET /metrics, /status, /healthz
+# and /readyz (docs/operations.md says what each answers), and for the POST actions the
+# node adds (`add_action`: POST /recover), which answer connections from a loopback
+# address only (an operator on the node's machine), whatever `bind_host` is.
 #
 # We wrote the HTTP server ourselves (a page of asyncio): prometheus_client's runs in a
 # thread of its own, and the status and health must read the node on its event loop.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -26,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
 
     from prometheus_client.core import Metric
 
@@ -169,6 +172,15 @@ class Observer:
         )
         self._server: asyncio.Server | None = None
         self.address: tuple[str, int] | None = None
+        self._actions: dict[str, Callable[[dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]]
+        self._actions = {}
+
+    def add_action(
+        self, path: str, action: Callable[[dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
+    ) -> None:
+        """Answer `POST path` with `action` (from loopback addresses only): its JSON body
+        is handed over as a dict, and the action's (status, object) is the answer."""
+        self._actions[path] = action
 
     def metrics(self) -> bytes:
         """The Prometheus text exposition of every series of this node."""
@@ -199,7 +211,11 @@ class Observer:
             if len(head) > MAX_REQUEST_BYTES:
                 raise ValueError("request head too large")
             method, path, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-            code, kind, body = self._route(method, path.split("?", 1)[0])
+            path = path.split("?", 1)[0]
+            if method == "POST" and path in self._actions:
+                code, kind, body = await self._post(path, head, reader, writer)
+            else:
+                code, kind, body = self._route(method, path)
         except (TimeoutError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             code, kind, body = 400, "text/plain", b"bad request\n"
         except ConnectionError:
@@ -211,8 +227,10 @@ class Observer:
         reason = {
             200: "OK",
             400: "Bad Request",
+            403: "Forbidden",
             404: "Not Found",
             405: "Method Not Allowed",
+            409: "Conflict",
             500: "Internal Server Error",
         }
         head_out = (
@@ -226,7 +244,8 @@ class Observer:
 
     def _route(self, method: str, path: str) -> tuple[int, str, bytes]:
         if method != "GET":
-            return 405, "text/plain", b"GET only\n"
+            posts = "".join(f", POST {p}" for p in sorted(self._actions))
+            return 405, "text/plain", f"GET only{posts}\n".encode()
         routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
             "/metrics": lambda: (200, "text/plain; version=0.0.4", self.metrics()),
             "/status": lambda: (200, "application/json", _json(self._source.status())),
@@ -237,6 +256,38 @@ class Observer:
         if answer is None:
             return 404, "text/plain", b"not found: try /metrics, /status, /healthz, /readyz\n"
         return answer()
+
+    async def _post(
+        self,
+        path: str,
+        head: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> tuple[int, str, bytes]:
+        peer = writer.get_extra_info("peername")
+        try:
+            loopback = ipaddress.ip_address(str(peer[0]).split("%", 1)[0]).is_loopback
+        except (TypeError, IndexError, ValueError):
+            loopback = False
+        if not loopback:
+            return 403, "text/plain", f"POST {path} is answered on loopback only\n".encode()
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())  # ValueError: a bad request
+        if not 0 < length <= MAX_REQUEST_BYTES:
+            raise ValueError("a POST needs a JSON body of a few bytes")
+        async with asyncio.timeout(REQUEST_TIMEOUT_S):
+            raw = await reader.readexactly(length)
+        try:
+            request = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError("the body is not JSON") from exc
+        if not isinstance(request, dict):
+            raise ValueError("the body is not a JSON object")
+        code, answer = await self._actions[path](request)
+        return code, "application/json", _json(answer)
 
     def _ready(self) -> tuple[int, str, bytes]:
         reasons = self._source.readiness()

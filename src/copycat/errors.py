@@ -28,6 +28,7 @@
     │   └── SnapshotStreamError(peer)          a snapshot stream failed; report it to raft
     ├── ClusterUnreachableError                told to join a cluster that nobody answers for
     ├── SplitGroupError(group)                 two raft groups were seen under one id
+    ├── RecoveryRefusedError(group)            `recover` refused: voters reachable, or a leader
     ├── ClosedError                            you closed it
     ├── BrokenError                            an external failure closed it (see __cause__)
     ├── NotEnoughNodesError(asked, available)
@@ -65,6 +66,7 @@ __all__: Final = [
     "ProposalError",
     "ProposalTimeoutError",
     "ProtocolError",
+    "RecoveryRefusedError",
     "RemoteError",
     "RequestTimeoutError",
     "SnapshotStreamError",
@@ -170,6 +172,28 @@ class SplitGroupError(CopyCatError):
     def __init__(self, group: object, message: str) -> None:
         super().__init__(message)
         self.group = group
+
+
+class RecoveryRefusedError(CopyCatError):
+    """`CopyCat.recover` (`copycat recover`) refused to rebuild group `group` from this
+    node's member: a majority of its voters is still reachable (`reachable_voters`, each
+    with the evidence, from gossip or raft), or it has a leader (`leader_id`, 0: none), or
+    this node is no member of it. Nothing was changed. A group whose majority is
+    reachable recovers by itself: find out why it does not before forcing anything."""
+
+    def __init__(
+        self,
+        group: object,
+        message: str,
+        *,
+        reachable_voters: dict[int, str] | None = None,
+        leader_id: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.group = group
+        self.reachable_voters: dict[int, str] = dict(reachable_voters or {})
+        """Voters (other than this node) counted reachable, with the evidence."""
+        self.leader_id = leader_id
 
 
 class ConfChangeError(CopyCatError, ValueError):

@@ -294,3 +294,48 @@ def test_status_refuses_a_garbled_file(tmp_path: Path) -> None:
     (tmp_path / STATUS_FILE).write_text(json.dumps({"format": 1, "node_id": "x"}))
     with pytest.raises(StatusError, match="not a status file this version can read"):
         read_status(tmp_path)
+
+
+# -- copycat recover ---------------------------------------------------------------------
+
+
+def test_recover_needs_the_node_and_says_when_it_does_not_answer(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ds = "01M8ZJYVHE2STX879HJJY74QSR"
+    assert main(["recover", ds]) == 2  # --node is required
+    capsys.readouterr()
+    # a port nothing listens on (bound, then closed): no answer is a failure, not a hang
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["recover", "--node", f"127.0.0.1:{port}", ds, "--timeout-s", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "no answer from" in err
+    assert "http_port" in err
+
+
+def test_recover_report_round_trips_through_json() -> None:
+    from copycat import RecoveryReport
+
+    report = RecoveryReport(
+        data_structure_id="01M8ZJYVHE2STX879HJJY74QSR",
+        node_id=1,
+        recovered=False,
+        voters_before=(1, 2, 3),
+        unreachable_voters=(2, 3),
+        evidence={2: "not in gossip's view", 3: "not in gossip's view"},
+        last_index=64,
+        commit_index=60,
+        kept_uncommitted=4,
+        recovery_index=0,
+        term=0,
+        in_flight_proposals=2,
+    )
+    assert RecoveryReport.from_json(json.loads(json.dumps(report.to_json()))) == report
+    text = report.describe()
+    assert "DRY RUN" in text
+    assert "past index 64" in text
+    assert "4 entries past it are kept" in text

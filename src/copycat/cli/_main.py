@@ -6,7 +6,7 @@
 #
 # What must not: run a node in this process except through `copycat node` (which then
 # ends the process itself, see `_runtime`).
-"""`copycat demo | node | status | certs`."""
+"""`copycat demo | node | status | recover | certs`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from copycat._version import __version__
-from copycat.cli import _certs, _node_cmd
+from copycat.cli import _certs, _node_cmd, _recover
 
 __all__: Final = ["build_parser", "main"]
 
@@ -89,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--interval-s", type=float, default=1.0, help="--watch refresh (1)")
     status.add_argument("--count", type=int, default=None, help=argparse.SUPPRESS)
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+
+    recover = commands.add_parser(
+        "recover",
+        help="rebuild a group from one surviving node when its majority is gone for good",
+        description="Disaster recovery: make the node at --node the only voter of the data "
+        "structure's group, keeping every entry it has; placement and repair add voters "
+        "again. The node refuses while the group has a leader or a majority of its voters "
+        "is reachable. Without --yes it prints what would happen and what may be lost, and "
+        "changes nothing (exit 3). Read docs/operations.md, 'Disaster recovery', first.",
+    )
+    _recover.add_arguments(recover)
 
     certs = commands.add_parser(
         "certs",
@@ -182,4 +193,6 @@ def main(argv: list[str] | None = None) -> int:
         return _node_cmd.run(args, os.environ)
     if args.command == "certs":
         return _certs.run(args)
+    if args.command == "recover":
+        return _recover.run(args)
     return _status(args)

@@ -11,6 +11,8 @@ from copycat.host._creation import Creation as Creation
 from copycat.host._creation import CreationConfig as CreationConfig
 from copycat.host._follow import FollowConfig as FollowConfig
 from copycat.host._follow import LeaderFollower as LeaderFollower
+from copycat.host._force import ForcedConf as ForcedConf
+from copycat.host._force import RecoveryRecord as RecoveryRecord
 from copycat.host._host import Feed as Feed
 from copycat.host._host import GroupStatus as GroupStatus
 from copycat.host._host import Host as Host
@@ -21,6 +23,8 @@ from copycat.host._host import encode_ints as encode_ints
 from copycat.host._leave import LEAVE_CONCURRENCY as LEAVE_CONCURRENCY
 from copycat.host._leave import Leave as Leave
 from copycat.host._leave import LeaveConfig as LeaveConfig
+from copycat.host._recover import Recovery as Recovery
+from copycat.host._recover import RecoveryReport as RecoveryReport
 from copycat.host._repair import Repair as Repair
 from copycat.host._repair import RepairConfig as RepairConfig
 from copycat.host._rule import RULE_INTS as RULE_INTS
@@ -38,6 +42,7 @@ __all__ = [
     "CreationConfig",
     "Feed",
     "FollowConfig",
+    "ForcedConf",
     "GroupStatus",
     "Host",
     "HostConfig",
@@ -45,6 +50,9 @@ __all__ = [
     "LeaderFollower",
     "MembershipProof",
     "Method",
+    "Recovery",
+    "RecoveryRecord",
+    "RecoveryReport",
     "Repair",
     "RepairConfig",
     "ReplicaRule",

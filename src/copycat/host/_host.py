@@ -54,6 +54,7 @@ from copycat.errors import (
     ProposalTimeoutError,
     TransportError,
 )
+from copycat.host._force import ForcedConf, plan_sole_voter
 from copycat.host._rule import ReplicaRule
 from copycat.host._sessions import (
     SESSION_ID_BYTES,
@@ -464,7 +465,11 @@ class _Group:
         """The configuration-change entries at `indexes` (ascending) were just applied,
         leaving `conf`. Raft applies a whole batch before the host looks, so with several
         changes in one batch the configurations between the first and the last are not
-        known here (no snapshot is taken there)."""
+        known here (no snapshot is taken there). Changes at or before the latest record
+        are not recorded again: a member replaying its log after a forced configuration
+        (`Host.force_sole_voter`) has them all recorded already."""
+        if self.confs and indexes[-1] <= self.confs[-1][0]:
+            return
         if len(indexes) > 1:
             self.confs.append((indexes[0], None))
         self.confs.append((indexes[-1], conf))
@@ -693,6 +698,54 @@ class Host:
             existing.raw = RawNode(self._raft_config(), _MetadataOnlyLog(existing.log))
             self._awake.add(gid)
             self._mark(gid)
+
+    def force_sole_voter(self, gid: int) -> ForcedConf:
+        """Disaster recovery: make this node's member of `gid` the group's only voter,
+        keeping every entry it has (see `copycat.host._force` for what is written). The
+        caller has made sure the rest of the group's voters are gone for good
+        (`copycat.host.Recovery`). The member then restarts from its log, as after a
+        process restart, keeping its subscriber's feed (which goes on from its
+        position), its proposals waiting (resent to the new leader, itself) and its
+        sessions; it campaigns at once, alone."""
+        group = self.group(gid)
+        self._run_cycle_now()  # what the member holds in memory is on disk first
+        plan = plan_sole_voter(group.log, self.config.node_id, term_seen=group.raw.term)
+        self._lazy_hard.pop(gid, None)  # the plan's commit index is past it
+        batch = WriteBatch()
+        batch.append(gid, list(plan.entries))
+        batch.set_hard_state(gid, plan.hard_state)
+        self._commit(batch)
+        log.warning(
+            "%s: RECOVERED by force: node %d is now the only voter (was %s); entries kept "
+            "up to %d (commit was %d), recovery entries %d..%d in term %d",
+            group_name(gid),
+            self.config.node_id,
+            sorted(plan.before.voters | plan.before.voters_outgoing),
+            plan.last_index,
+            plan.commit_index,
+            plan.entries[0].index,
+            plan.recovery_index,
+            plan.new_term,
+        )
+        group.raw = RawNode(self._raft_config(), _MetadataOnlyLog(group.log))
+        snapshot = group.log.snapshot_metadata()
+        # The restarted member applies its log again from its snapshot (raft rebuilds
+        # its configuration so); the feed goes on from its own position.
+        group.applied = snapshot.index
+        group.confs = [(snapshot.index, snapshot.conf_state), *plan.confs]
+        group.member = True
+        group.leader_seen = 0
+        group.transfer_term = 0
+        group.moved_here = False
+        group.campaign_wanted = True
+        group.last_progress = (0, 0, 0)
+        now = asyncio.get_running_loop().time()
+        group.idle_ticks = 0
+        group.awake_since = now
+        group.quiet_since = None
+        self._awake.add(gid)
+        self._mark(gid)
+        return plan
 
     def is_blank(self, gid: int) -> bool:
         """True when this node's member of `gid` exists but has heard from no one yet (no
