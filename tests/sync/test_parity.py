@@ -58,7 +58,14 @@ QUERIES: Final = (
 )
 """Queries of `copycat.CopyCat` that `copycat.sync.CopyCat` answers under the same name."""
 
-ACTIONS: Final = ("allocate_data_structure", "leave", "shutdown", "start", "subscribe")
+ACTIONS: Final = (
+    "allocate_data_structure",
+    "leave",
+    "recover",
+    "shutdown",
+    "start",
+    "subscribe",
+)
 """Operations of `copycat.CopyCat` that `copycat.sync.CopyCat` offers as blocking calls."""
 
 LEFT_OUT: Final = {

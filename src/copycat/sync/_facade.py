@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from copycat._config import Config
     from copycat._node import GroupInfo
+    from copycat.host import RecoveryReport
     from copycat.membership import MemberInfo
     from copycat.sync._protocols import AsyncNode, AsyncSubscription, NodeFactory
 
@@ -550,6 +551,21 @@ class CopyCat:
             lambda: node.allocate_data_structure(replicas=replicas),
             timeout,
             "allocate_data_structure()",
+        )
+
+    def recover(
+        self,
+        data_structure_id: DataStructureId | str,
+        *,
+        dry_run: bool = False,
+        timeout: float | None = None,
+    ) -> RecoveryReport:
+        """Rebuild the data structure's group from this node's member when the majority
+        of its voters is gone for good (`copycat.CopyCat.recover`: the same refusals,
+        `RecoveryRefusedError`, and the same report)."""
+        node = self._require_node()
+        return self._call(
+            lambda: node.recover(data_structure_id, dry_run=dry_run), timeout, "recover()"
         )
 
     def subscribe(

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from copycat._config import Config
     from copycat._ids import DataStructureId
     from copycat._node import GroupInfo
+    from copycat.host import RecoveryReport
     from copycat._snapshot import LoadSnapshot, SnapshotProvider
     from copycat.errors import CopyCatError
     from copycat.membership import MemberInfo
@@ -141,6 +142,12 @@ class AsyncNode(Protocol):
 
     async def allocate_data_structure(self, *, replicas: int | None = None) -> DataStructureId:
         """Start a new group of detached replicas and return its id."""
+        ...
+
+    async def recover(
+        self, data_structure_id: DataStructureId | str, *, dry_run: bool = False
+    ) -> RecoveryReport:
+        """Rebuild a group from this node's member when its voters' majority is gone."""
         ...
 
     async def subscribe(
