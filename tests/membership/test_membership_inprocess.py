@@ -354,3 +354,46 @@ async def test_publish_refuses_bad_keys_and_changes_nothing() -> None:
         assert a.publish(remove=[("absent", 1, 1)]) == 2  # nothing changed: no new version
     finally:
         await a.close()
+
+
+async def test_the_drift_check_rehashes_a_large_directory_every_few_rounds(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The anti-entropy round's self-check (a digest that drifted from its entries is
+    logged as a bug) runs every round on a small directory, and every
+    ceil(held / DRIFT_CHECK_ENTRIES) rounds on a large one, so it costs a bounded CPU
+    per round however many groups a node hosts."""
+    from copycat.membership import _membership
+    from copycat.membership._directory import DirectoryLog
+
+    net = FakeNetwork(seed=4)
+    a = make(net, 1)
+    await a.start()
+    try:
+        a.publish(upsert=entries("ds", 25, node=1))
+        hashed: list[int] = []
+        real = DirectoryLog.recompute_digest
+
+        def counting(log: DirectoryLog) -> int:
+            hashed.append(len(log))
+            return real(log)
+
+        monkeypatch.setattr(DirectoryLog, "recompute_digest", counting)
+        for _ in range(6):
+            a._anti_entropy_round()
+        assert len(hashed) == 6, "25 entries are under the budget: checked every round"
+
+        monkeypatch.setattr(_membership, "DRIFT_CHECK_ENTRIES", 10)
+        hashed.clear()
+        a._drift_check_in = 0
+        for _ in range(9):
+            a._anti_entropy_round()
+        assert len(hashed) == 3, "25 entries, 10 per round on average: every 3rd round"
+
+        a._log._digest ^= 1  # a drift: the check must still notice it
+        caplog.set_level("ERROR", logger="copycat.membership")
+        for _ in range(3):
+            a._anti_entropy_round()
+        assert any("drifted" in r.getMessage() for r in caplog.records)
+    finally:
+        await a.close()

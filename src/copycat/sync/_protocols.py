@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     from copycat._config import Config
     from copycat._ids import DataStructureId
     from copycat._node import GroupInfo
-    from copycat.host import RecoveryReport
     from copycat._snapshot import LoadSnapshot, SnapshotProvider
     from copycat.errors import CopyCatError
+    from copycat.host import RecoveryReport
     from copycat.membership import MemberInfo
 
 
