@@ -977,7 +977,9 @@ class CopyCat:
 
 
 class Subscription:
-    """A subscriber's handle on one data structure: propose, commits, errors, snapshots."""
+    """A subscriber's handle on one data structure: propose, commits, errors, snapshots;
+    and, since reads of your own state are local and may be stale, `read_barrier` and
+    `wait_delivered` (docs/index.md, "Reading")."""
 
     def __init__(self, node: CopyCat, ds: DataStructureId, feed: Feed) -> None:
         self._node = node

@@ -202,6 +202,10 @@ class Subscription:
     * `commits` delivers every committed proposal's bytes in order, exactly once, or
       `LOAD_SNAPSHOT`, after which `load_snapshot()` returns the state to reload.
     * `errors` delivers the errors no `propose` call reports.
+    * `read_barrier()` returns once the thread reading `commits` took every entry
+      committed before the call (reads are local and may be stale otherwise);
+      `wait_delivered(position)` once it took the item at a position `propose`
+      returned. Call them from another thread than the reader.
     * The snapshot provider you gave `subscribe` runs in the thread that reads
       `commits`, while it waits for the next item and after it took every item handed
       out before: it sees exactly the state those items built, and never runs at the
