@@ -5,6 +5,11 @@ What it measures, on three node processes on loopback (local preset, 100 ms tick
   proposals are forwarded to the leader), many in flight (`--concurrency`), durable
   storage (fsync on every ready cycle) — the time until each `propose` returned;
 * `p50_ms` / `p99_ms`: one proposer with one proposal in flight;
+* `read_barrier_p50_ms`: one read barrier at a time (`Subscription.read_barrier`), from
+  the subscriber of a node that does not lead the group (ReadIndex forwarded to the
+  leader, a heartbeat round, then the local feed);
+* `read_barriers_per_s`: `--barrier-concurrency` barriers in flight from that node
+  (concurrent barriers share ReadIndex rounds; `read_index_rounds` counts them);
 * `proposals_per_s_no_fsync`: the same throughput with `durable=False`;
 * `groups_active_proposals_per_s`: `--active-groups` groups of 3 replicas, every node
   subscribed to every group and proposing `--active-count` proposals spread round-robin
@@ -130,7 +135,35 @@ def cluster(root: Path, durable: bool) -> list[Node]:
     return nodes
 
 
-def run_throughput(durable: bool, count: int, concurrency: int, samples: int) -> dict[str, float]:
+def run_reads(
+    nodes: list[Node], ds: object, samples: int, count: int, concurrency: int
+) -> dict[str, float]:
+    """Read barriers from the subscriber of a node that does not lead `ds`."""
+    nodes[0].send(op="leader", id=ds)
+    leader = int(nodes[0].wait("leader", 30)["leader"])  # type: ignore[call-overload]
+    reader = next(n for i, n in enumerate(nodes, start=1) if i != leader and i != 1)
+    if reader is not nodes[1]:
+        reader.send(op="subscribe", id=ds)
+        reader.wait("subscribed", 30)
+    reader.send(op="read_latency", id=ds, samples=samples)
+    lat = reader.wait("read_latency", 600)
+    reader.send(op="read_throughput", id=ds, count=count, concurrency=concurrency)
+    thr = reader.wait("read_throughput", 600)
+    return {
+        "read_barrier_p50_ms": float(lat["p50_ms"]),  # type: ignore[arg-type]
+        "read_barriers_per_s": float(thr["per_s"]),  # type: ignore[arg-type]
+        "read_index_rounds": float(int(thr["rounds"]) - int(lat["rounds"])),  # type: ignore[call-overload]
+        "read_barriers": float(int(thr["barriers"]) - int(lat["barriers"])),  # type: ignore[call-overload]
+    }
+
+
+def run_throughput(
+    durable: bool,
+    count: int,
+    concurrency: int,
+    samples: int,
+    reads: tuple[int, int, int] = (0, 0, 0),
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         nodes = cluster(Path(tmp), durable)
         try:
@@ -147,6 +180,8 @@ def run_throughput(durable: bool, count: int, concurrency: int, samples: int) ->
                 lat = proposer.wait("latency", 600)
                 out["p50_ms"] = float(lat["p50_ms"])  # type: ignore[arg-type]
                 out["p99_ms"] = float(lat["p99_ms"])  # type: ignore[arg-type]
+            if reads[0]:
+                out.update(run_reads(nodes, ds, *reads))
             return out
         finally:
             for node in nodes:
@@ -236,6 +271,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=30_000)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--barrier-samples", type=int, default=500)
+    parser.add_argument("--barriers", type=int, default=20_000)
+    parser.add_argument("--barrier-concurrency", type=int, default=256)
     parser.add_argument("--idle-groups", type=int, default=100_000)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--active-groups", type=int, default=1_000)
@@ -257,14 +295,23 @@ def main() -> None:
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     out: dict[str, object] = {}
     if "throughput" in parts:
-        say(f"durable: {args.count} proposals, {args.concurrency} in flight, then latency")
-        durable = run_throughput(True, args.count, args.concurrency, args.samples)
+        say(
+            f"durable: {args.count} proposals, {args.concurrency} in flight, then latency, "
+            f"then read barriers ({args.barrier_samples} one at a time, {args.barriers} "
+            f"with {args.barrier_concurrency} in flight)"
+        )
+        reads = (args.barrier_samples, args.barriers, args.barrier_concurrency)
+        durable = run_throughput(True, args.count, args.concurrency, args.samples, reads)
         say(f"no fsync: {args.count} proposals")
         fast = run_throughput(False, args.count, args.concurrency, 0)
         out |= {
             "proposals_per_s": round(durable["proposals_per_s"]),
             "p50_ms": round(durable["p50_ms"], 2),
             "p99_ms": round(durable["p99_ms"], 2),
+            "read_barrier_p50_ms": round(durable.get("read_barrier_p50_ms", 0.0), 2),
+            "read_barriers_per_s": round(durable.get("read_barriers_per_s", 0.0)),
+            "read_index_rounds": round(durable.get("read_index_rounds", 0.0)),
+            "barrier_concurrency": args.barrier_concurrency,
             "proposals_per_s_no_fsync": round(fast["proposals_per_s"]),
         }
     if "active" in parts:

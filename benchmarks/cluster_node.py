@@ -51,6 +51,32 @@ async def latency(sub: Subscription, samples: int) -> tuple[float, float]:
     return times[len(times) // 2] * 1e3, times[int(len(times) * 0.99)] * 1e3
 
 
+async def read_latency(sub: Subscription, samples: int) -> float:
+    """The median time of one read barrier at a time, in ms."""
+    times = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        await sub.read_barrier()
+        times.append(time.perf_counter() - started)
+    times.sort()
+    return times[len(times) // 2] * 1e3
+
+
+async def read_throughput(sub: Subscription, count: int, concurrency: int) -> float:
+    """Read barriers per second with `concurrency` of them in flight."""
+    remaining = count
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await sub.read_barrier()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return count / (time.perf_counter() - started)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-dir", required=True)
@@ -78,7 +104,7 @@ async def main() -> None:
 
 def node_commands(cc: CopyCat) -> Commands:
     """The ops of this node: members and allocate (shared), subscribe, throughput,
-    latency, idle_groups, cpu."""
+    latency, leader, read_latency, read_throughput, idle_groups, cpu."""
     subs: dict[str, Subscription] = {}
     drains: list[asyncio.Task[None]] = []
     commands = Commands()
@@ -107,6 +133,35 @@ def node_commands(cc: CopyCat) -> Commands:
     async def latency_op(cmd: Mapping[str, object]) -> Mapping[str, object]:
         p50, p99 = await latency(subs[str(cmd["id"])], arg(cmd, "samples"))
         return {"event": "latency", "p50_ms": p50, "p99_ms": p99}
+
+    @commands.op("leader")
+    async def leader(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        ds = str(cmd["id"])
+        ids = [g.leader_id for g in cc.groups() if str(g.data_structure_id) == ds]
+        return {"event": "leader", "leader": ids[0] if ids else 0}
+
+    @commands.op("read_latency")
+    async def read_latency_op(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        p50 = await read_latency(subs[str(cmd["id"])], arg(cmd, "samples"))
+        host_counters = cc.counters()
+        return {
+            "event": "read_latency",
+            "p50_ms": p50,
+            "rounds": host_counters["read_index_rounds"],
+            "barriers": host_counters["read_barriers"],
+        }
+
+    @commands.op("read_throughput")
+    async def read_throughput_op(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        sub = subs[str(cmd["id"])]
+        rate = await read_throughput(sub, arg(cmd, "count"), arg(cmd, "concurrency"))
+        host_counters = cc.counters()
+        return {
+            "event": "read_throughput",
+            "per_s": rate,
+            "rounds": host_counters["read_index_rounds"],
+            "barriers": host_counters["read_barriers"],
+        }
 
     @commands.op("idle_groups")
     async def idle_groups(cmd: Mapping[str, object]) -> Mapping[str, object]:

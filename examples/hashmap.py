@@ -4,7 +4,8 @@ Every node that subscribes to the map's data structure holds a full copy of the 
 Writes (`put`, `delete`) are proposals: CopyCat commits them through the data
 structure's raft group and hands every subscriber the same operations in the same
 order, exactly once, so every copy goes through the same states. Reads (`get`) are
-local and may be stale, as in the original.
+local and may be stale, as in the original; a writer reads its own writes (`put`
+returns once applied here), and `sync()` is a read barrier for everything committed.
 
 Run it:
 
@@ -18,13 +19,9 @@ map coming back from its snapshot (`LOAD_SNAPSHOT`) and the log after it.
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
-import os
-import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -36,10 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hashmap")
 
-RECENT_IDS: Final = 4096
-"""Operation ids a snapshot keeps: a writer whose operation a snapshot covers learns it
-was applied, unless more than this many operations came after it in the snapshot."""
-
 MAP_ID: Final = "01CFR5R4JJE9KNRAJFFEAQ2SAJ"
 """The data structure id of the original README: every node that subscribes to it sees
 the same map."""
@@ -50,7 +43,10 @@ class ReplicatedMap:
 
     * `get`, `keys` and `len()` read the local copy (fast, possibly stale).
     * `put` and `delete` return once the operation is committed *and* applied to the
-      local copy, so a `get` on this node right after sees it (read your writes).
+      local copy, so a `get` on this node right after sees it (read your writes:
+      `propose(..., wait_delivered=True)` waits until the commit loop took it).
+    * `sync()` is a read barrier: afterwards the local copy holds every write any node
+      had seen committed before the call.
     * The state CopyCat snapshots is the dict as JSON; on `LOAD_SNAPSHOT` the map is
       replaced by the snapshot's dict, then the operations after it are applied.
 
@@ -61,11 +57,6 @@ class ReplicatedMap:
         self._data: dict[str, str] = {}
         self._sub: copycat.Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        # Operations proposed here, by operation id, waiting to be applied locally.
-        self._waiting: dict[str, asyncio.Future[None]] = {}
-        # The ids of the latest operations applied, kept in the snapshot: a snapshot
-        # that covers an operation this node waits for tells it so.
-        self._recent: collections.deque[str] = collections.deque(maxlen=RECENT_IDS)
         self.applied = 0
         """Operations applied since the map was opened."""
         self.snapshots_loaded = 0
@@ -113,49 +104,29 @@ class ReplicatedMap:
         await self._propose({"op": "delete", "key": key})
 
     async def sync(self) -> None:
-        """Wait until the local copy holds every write committed before this call: a
-        barrier that goes through the log like a write and changes nothing."""
-        await self._propose({"op": "sync"})
-
-    async def _propose(self, operation: dict[str, str]) -> None:
-        sub = self._subscription()
+        """Wait until the local copy holds every write committed before this call."""
         if self._stopped:
             raise CopyCatError("the map's commit loop has stopped: the map is closed")
-        # A unique id lets the commit loop tell this node's waiting writer that its
-        # operation was applied. It is not needed for exactly-once: CopyCat already
-        # delivers each acknowledged proposal once.
-        op_id = uuid.uuid4().hex
-        applied = asyncio.get_running_loop().create_future()
-        self._waiting[op_id] = applied
-        try:
-            await sub.propose(json.dumps({**operation, "id": op_id}).encode())
-            await applied
-        finally:
-            self._waiting.pop(op_id, None)
-            if applied.done() and not applied.cancelled():
-                applied.exception()  # seen here, also when `propose` raised first
+        await self._subscription().read_barrier()
+
+    async def _propose(self, operation: dict[str, str]) -> None:
+        if self._stopped:
+            raise CopyCatError("the map's commit loop has stopped: the map is closed")
+        # Returns once the commit loop below has applied it (and come back for more).
+        await self._subscription().propose(json.dumps(operation).encode(), wait_delivered=True)
 
     # -- snapshots --------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        """The snapshot provider: the whole map as JSON, with the ids of the latest
-        operations. CopyCat calls it between two commits, so it sees exactly the state
-        the commits before it built."""
-        state = {"data": self._data, "recent": list(self._recent)}
-        return json.dumps(state, sort_keys=True).encode()
+        """The snapshot provider: the whole map as JSON. CopyCat calls it between two
+        commits, so it sees exactly the state the commits before it built."""
+        return json.dumps({"data": self._data}, sort_keys=True).encode()
 
     def _restore(self, data: bytes) -> None:
-        state = json.loads(data) if data else {"data": {}, "recent": []}
+        state = json.loads(data) if data else {"data": {}}
         if not isinstance(state, dict) or not isinstance(state.get("data"), dict):
             raise ValueError("a hashmap snapshot is a JSON object with a 'data' object")
         self._data = {str(k): str(v) for k, v in state["data"].items()}
-        self._recent.clear()
-        self._recent.extend(str(op_id) for op_id in state.get("recent", []))
-        # This node's writes that the snapshot covers are applied: their writers go on.
-        for op_id in self._recent:
-            waiter = self._waiting.get(op_id)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
 
     # -- the commit loop --------------------------------------------------------------------
 
@@ -172,30 +143,22 @@ class ReplicatedMap:
                     self._apply(item)
         finally:
             self._stopped = True
-            for waiter in self._waiting.values():
-                if not waiter.done():
-                    waiter.set_exception(CopyCatError("the map was closed"))
 
     def _apply(self, data: bytes) -> None:
         try:
             operation = json.loads(data)
-            op, op_id = operation["op"], operation.get("id")
+            op = operation["op"]
             if op == "put":
                 self._data[str(operation["key"])] = str(operation["value"])
             elif op == "delete":
                 self._data.pop(str(operation["key"]), None)
-            elif op != "sync":
+            else:
                 raise ValueError(f"unknown operation {op!r}")
         except (ValueError, KeyError, TypeError) as exc:
             # Every copy skips the same malformed entry, so the copies stay equal.
             log.warning("skipping a malformed operation %r: %s", data[:80], exc)
             return
         self.applied += 1
-        if isinstance(op_id, str):
-            self._recent.append(op_id)
-        waiter = self._waiting.get(op_id) if isinstance(op_id, str) else None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     async def _serve_errors(self) -> None:
         async for error in self._subscription().errors():
@@ -255,7 +218,7 @@ async def run_node(root: Path, *, first_run: bool) -> None:
                 print(f"put k0..k5; the map holds {len(the_map)} keys")
             else:
                 # The commit loop replays the snapshot, then the entries after it;
-                # sync() returns once it has caught up.
+                # sync() (a read barrier) returns once it has caught up.
                 await the_map.sync()
                 print(f"reloaded from snapshot: {the_map.snapshots_loaded > 0}")
                 print(f"after restart: hello={the_map.get('hello')!r} lang={the_map.get('lang')!r}")
@@ -278,7 +241,3 @@ async def main() -> None:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     copycat.run(main())
-    # kinship (the gossip library) may crash during interpreter teardown in a process
-    # that ran a node: leave without it, after the clean shutdown above.
-    sys.stdout.flush()
-    os._exit(0)

@@ -4,7 +4,8 @@ This is the Go example translated line for line, for programs that do not use as
 a thread stands in for the goroutine that serves the channels, `copycat.sync.select`
 for Go's `select`, a lock for the `sync.RWMutex`, and `LOAD_SNAPSHOT` for the nil
 value on the commit channel. Where Go sent to `proposeCh` without waiting,
-`sub.propose()` blocks until the proposal is committed.
+`sub.propose()` blocks until the proposal is committed, and with `wait_delivered=True`
+until the serving thread has applied it, so `get` right after `put` sees the write.
 
 Run it:
 
@@ -39,7 +40,7 @@ class TheMap:
     def __init__(self, cc: copycat.sync.CopyCat) -> None:
         # func newMap(cc copycat.CopyCat) (*theMap, error)
         self.data: dict[str, str] = {}
-        self.mutex = threading.Condition()  # a lock that can also wake waiters
+        self.mutex = threading.Lock()
         self.snapshots_loaded = 0  # not in the original: shown by the demo
         self.sub = cc.subscribe("01CFR5R4JJE9KNRAJFFEAQ2SAJ", self.snapshot_provider)
         self.serving = threading.Thread(target=self.serve_channels, name="serve_channels")
@@ -53,8 +54,9 @@ class TheMap:
     def put(self, key: str, value: str) -> None:
         # take key and value and create an operation, marshal it into bytes
         item = json.dumps({"key": key, "value": value}).encode()
-        # send the bytes to the propose channel (returns once committed)
-        self.sub.propose(item)
+        # send the bytes to the propose channel; returns once committed and applied by
+        # serve_channels (not in the original: a get() right after sees it)
+        self.sub.propose(item, wait_delivered=True)
 
     def delete(self, key: str) -> None:
         self.put(key, "")  # an empty value means "delete", as in the original
@@ -77,7 +79,6 @@ class TheMap:
                 with self.mutex:
                     self.data = tc_data
                     self.snapshots_loaded += 1
-                    self.mutex.notify_all()
             elif isinstance(data, bytes):
                 # data contains a valid operation: unmarshal it
                 try:
@@ -94,7 +95,6 @@ class TheMap:
                     else:
                         # non-empty value means "set"
                         self.data[key] = value
-                    self.mutex.notify_all()
 
     def snapshot_provider(self) -> bytes:
         # take the current state and marshal it into bytes; CopyCat runs this in the
@@ -102,13 +102,16 @@ class TheMap:
         with self.mutex:
             return json.dumps(self.data, sort_keys=True).encode()
 
-    # -- not in the original: helpers for the demo below ---------------------------------
+    # -- not in the original ----------------------------------------------------------------
 
-    def wait_for(self, key: str, value: str, timeout: float) -> bool:
-        """Wait (at most `timeout` s) until `get(key)` returns `value` here: a commit is
-        applied by serve_channels shortly after `put` returns."""
-        with self.mutex:
-            return self.mutex.wait_for(lambda: self.data.get(key, "") == value, timeout)
+    def sync(self, timeout: float) -> bool:
+        """A read barrier: True once serve_channels applied every write committed before
+        the call (on any node), False if that took longer than `timeout` s."""
+        try:
+            self.sub.read_barrier(timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def close(self) -> None:
         self.sub.close()
@@ -135,18 +138,15 @@ def run_node(data_dir: str, *, first_run: bool) -> None:
             if first_run:
                 for key, value in [("hello", "world"), ("lang", "python"), ("cat", "copy")]:
                     the_map.put(key, value)
-                    the_map.wait_for(key, value, timeout=10)
                     print(f"put {key}={value} -> get({key!r}) = {the_map.get(key)!r}")
                 the_map.delete("lang")
-                the_map.wait_for("lang", "", timeout=10)
                 print(f"delete lang -> get('lang') = {the_map.get('lang')!r}")
                 for i in range(6):
                     the_map.put(f"k{i}", str(i * i))
-                the_map.wait_for("k5", "25", timeout=10)
                 print(f"put k0..k5; the map holds {len(the_map.data)} keys")
             else:
                 # serve_channels loads the snapshot, then applies the entries after it
-                caught_up = the_map.wait_for("k5", "25", timeout=30)
+                caught_up = the_map.sync(timeout=30)
                 print(f"reloaded from snapshot: {the_map.snapshots_loaded > 0}")
                 print(f"after restart (caught up: {caught_up}): hello={the_map.get('hello')!r}")
                 print(

@@ -91,6 +91,10 @@ def checks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]
         ("missing_tls_file", "ConfigError", ["tls_ca_file", "{missing}"]),
         ("other_cluster", "ConfigError", ["cluster_name", "'first'", "'second'", "{dir_e}"]),
         ("other_node_id", "ConfigError", ["node_id", "{dir_f}"]),
+        ("propose_inside_commit_loop", "CopyCatError", ["wait_delivered", "wait forever"]),
+        ("wait_inside_commit_loop", "CopyCatError", ["wait forever", "another task"]),
+        ("position_not_int", "ArgumentError", ["position", "'3'"]),
+        ("barrier_after_close", "ClosedError", ["closed"]),
     ],
 )
 def test_each_mistake_raises_its_type_naming_the_thing(
@@ -104,6 +108,15 @@ def test_each_mistake_raises_its_type_naming_the_thing(
         assert text in got["message"], (text, got["message"])
 
 
+def test_propose_returns_the_position_and_barriers_read_your_writes(
+    checks: dict[str, Any],
+) -> None:
+    assert checks["read_your_writes"]["seen"], "propose(wait_delivered=True) returned early"
+    assert checks["read_your_writes"]["position"] > 0
+    assert checks["barrier"] == {"at_least_position": True, "seen": 1}
+    assert checks["metrics"] == {"read_barriers": True, "read_index_rounds": True}
+
+
 # -- the node process -----------------------------------------------------------------------
 
 
@@ -114,6 +127,41 @@ async def _record(out: dict[str, dict[str, str]], name: str, attempt: Awaitable[
         out[name] = {"type": type(exc).__name__, "message": str(exc)}
     else:
         out[name] = {"type": "nothing raised", "message": ""}
+
+
+async def _read_your_writes(out: dict[str, Any], cc: Any, sub: Any) -> None:
+    """Positions, read-your-writes and barriers on a running node, and their mistakes."""
+    seen: list[bytes] = []
+    inside: dict[str, dict[str, str]] = {}
+    recorded = asyncio.Event()
+
+    async def commit_loop() -> None:
+        async for item in sub.commits():
+            assert isinstance(item, bytes)
+            seen.append(item)
+            if item == b"inside":
+                await _record(inside, "propose", sub.propose(b"x", wait_delivered=True))
+                await _record(inside, "wait", sub.wait_delivered(sub.position + 1))
+                recorded.set()
+
+    consumer = asyncio.ensure_future(commit_loop())
+    position = await sub.propose(b"mine", wait_delivered=True)
+    out["read_your_writes"] = {"seen": b"mine" in seen, "position": position}
+    await sub.propose(b"inside")
+    async with asyncio.timeout(10):
+        await recorded.wait()
+    out["propose_inside_commit_loop"] = inside["propose"]
+    out["wait_inside_commit_loop"] = inside["wait"]
+    barrier = await sub.read_barrier()
+    out["barrier"] = {"at_least_position": barrier >= position, "seen": seen.count(b"inside")}
+    await _record(out, "position_not_int", sub.wait_delivered("3"))
+    out["metrics"] = {
+        name: f'copycat_host_events_total{{event="{name}"}}' in cc.metrics().decode()
+        for name in ("read_barriers", "read_index_rounds")
+    }
+    await sub.close()
+    await _record(out, "barrier_after_close", sub.read_barrier())
+    consumer.cancel()
 
 
 def _taken_port(kind: int) -> tuple[socket.socket, int]:
@@ -141,6 +189,7 @@ async def _life(root: Path) -> dict[str, Any]:
     await _record(out, "propose_not_bytes", sub.propose("text"))  # type: ignore[arg-type]
     await _record(out, "propose_too_large", sub.propose(b"x" * (LIMIT + 1)))
     await sub.propose(b"fits")
+    await _read_your_writes(out, cc, sub)
     await cc.shutdown()
     await _record(out, "start_after_shutdown", cc.start())
 

@@ -51,6 +51,7 @@ from copycat.errors import ProposalDroppedError as ProposalDroppedError
 from copycat.errors import ProposalError as ProposalError
 from copycat.errors import ProposalTimeoutError as ProposalTimeoutError
 from copycat.errors import ProtocolError as ProtocolError
+from copycat.errors import ReadTimeoutError as ReadTimeoutError
 from copycat.errors import RecoveryRefusedError as RecoveryRefusedError
 from copycat.errors import RemoteError as RemoteError
 from copycat.errors import RequestTimeoutError as RequestTimeoutError
@@ -98,6 +99,7 @@ __all__ = [
     "ProposalError",
     "ProposalTimeoutError",
     "ProtocolError",
+    "ReadTimeoutError",
     "RecoveryRefusedError",
     "RecoveryReport",
     "RemoteError",

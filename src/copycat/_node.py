@@ -1099,7 +1099,9 @@ class CopyCat:
 
 
 class Subscription:
-    """A subscriber's handle on one data structure: propose, commits, errors, snapshots."""
+    """A subscriber's handle on one data structure: propose, commits, errors, snapshots;
+    and, since reads of your own state are local and may be stale, `read_barrier` and
+    `wait_delivered` (docs/index.md, "Reading")."""
 
     def __init__(self, node: CopyCat, ds: DataStructureId, feed: Feed) -> None:
         self._node = node
@@ -1111,19 +1113,35 @@ class Subscription:
         self._iterating = False
         feed.on_error = self._report
 
-    async def propose(self, data: bytes) -> None:
+    async def propose(self, data: bytes, *, wait_delivered: bool = False) -> int:
         """Propose `data`; returns once it is committed (it then appears once in every
-        subscriber's `commits()`). Raises `ProposalTimeoutError` when the outcome is
-        unknown after `proposal_timeout_s` (it is then delivered at most once)."""
+        subscriber's `commits()`), with its position: the raft index of the entry that
+        carries it in the group's log (retries of the same proposal are dropped as
+        duplicates; this is the one applied). Raises `ProposalTimeoutError` when the
+        outcome is unknown after `proposal_timeout_s` (it is then delivered at most once).
+
+        With `wait_delivered=True` it returns only once this subscription's `commits()`
+        has delivered it too (`wait_delivered(position)`): read your own write from your
+        state right after. That needs another task iterating `commits()`; from inside
+        the loop over `commits()` it raises `CopyCatError` at once (it would wait
+        forever), before proposing anything."""
         if self._closed:
             raise ClosedError("this subscription is closed")
         if not isinstance(data, bytes | bytearray | memoryview):
             raise ArgumentError(f"proposals are bytes, not {type(data).__name__}")
+        if wait_delivered and self._feed.held_by_current_task():
+            raise CopyCatError(
+                "propose(wait_delivered=True) inside the loop over commits() would wait "
+                "forever: the item this task holds is delivered only when it comes back for "
+                "the next one. Propose from another task, or without wait_delivered"
+            )
         host, _, _ = self._node._parts()
         observer = self._node._observer
         started = time.perf_counter()
         try:
-            await host.propose(self.data_structure_id.group_id, self._session, bytes(data))
+            position = await host.propose(
+                self.data_structure_id.group_id, self._session, bytes(data)
+            )
         except ProposalTimeoutError:
             observer.proposals.labels("timeout").inc()
             raise
@@ -1132,6 +1150,65 @@ class Subscription:
             raise
         observer.proposals.labels("ok").inc()
         observer.commit_latency.observe(time.perf_counter() - started)
+        if wait_delivered:
+            await self.wait_delivered(position)
+        return position
+
+    async def read_barrier(self, *, timeout_s: float | None = None) -> int:
+        """Return once this subscription's `commits()` has delivered every entry
+        committed before the call, with the position it waited for.
+
+        Reads from your own state are local and may be stale (another node's write may
+        be committed and not yet delivered here). After `await read_barrier()` your
+        state holds at least every write whose `propose` returned before the call, on
+        any node: a linearizable read. It costs one round trip to the group's leader
+        (a ReadIndex, confirmed by a quorum of heartbeats; concurrent barriers share
+        one round), then a wait for the local `commits()` to pass that position.
+        "Delivered" means the task iterating `commits()` took the item at that position
+        (or LOAD_SNAPSHOT of a snapshot at or past it) and came back for the next one.
+
+        Waits up to `timeout_s` (None: `proposal_timeout_s`), retrying while the group
+        has no leader, then raises `ReadTimeoutError`. Raises `ClosedError` once the
+        subscription is closed, the group's error if its member here stops, and
+        `CopyCatError` when called from inside the loop over `commits()` while that
+        loop holds an item (it would wait forever)."""
+        if self._closed:
+            raise ClosedError("this subscription is closed")
+        host, _, _ = self._node._parts()
+        limit = self._limit(host.config.proposal_timeout_s, timeout_s)
+        return await self._feed.read_barrier(limit)
+
+    async def wait_delivered(self, position: int, *, timeout_s: float | None = None) -> None:
+        """Return once this subscription's `commits()` has delivered `position` (a
+        position `propose` returned): the task iterating `commits()` took that item and
+        came back for the next one, so your state holds it. Entries with nothing to hand
+        out (a duplicate, a leader's empty entry) pass with the items around them.
+
+        Waits up to `timeout_s` (None: `proposal_timeout_s`), then raises
+        `ReadTimeoutError`. Raises `ClosedError` once the subscription is closed, and
+        `CopyCatError` when called from inside the loop over `commits()` while that loop
+        holds an item (only its coming back delivers anything)."""
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            raise ArgumentError(f"a position is an int >= 0, not {position!r}")
+        if self._closed:
+            raise ClosedError("this subscription is closed")
+        host, _, _ = self._node._parts()
+        limit = self._limit(host.config.proposal_timeout_s, timeout_s)
+        await self._feed.wait_delivered(position, limit)
+
+    @property
+    def position(self) -> int:
+        """The position (raft index) of the item `commits()` handed out last (for
+        LOAD_SNAPSHOT, its snapshot's); 0 before the first."""
+        return self._feed.handed
+
+    @staticmethod
+    def _limit(default_s: float, timeout_s: float | None) -> float:
+        if timeout_s is None:
+            return default_s
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s < 0:
+            raise ArgumentError(f"timeout_s is a number of seconds >= 0, not {timeout_s!r}")
+        return float(timeout_s)
 
     def commits(self) -> AsyncIterator[bytes | LoadSnapshot]:
         """Every committed proposal's bytes, in the group's order, exactly once; first

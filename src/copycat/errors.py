@@ -28,6 +28,7 @@
     │   └── SnapshotStreamError(peer)          a snapshot stream failed; report it to raft
     ├── ClusterUnreachableError                told to join a cluster that nobody answers for
     ├── SplitGroupError(group)                 two raft groups were seen under one id
+    ├── ReadTimeoutError(group, index)        (also TimeoutError) a read barrier or delivery wait ran out
     ├── RecoveryRefusedError(group)            `recover` refused: voters reachable, or a leader
     ├── ClosedError                            you closed it
     ├── BrokenError                            an external failure closed it (see __cause__)
@@ -66,6 +67,7 @@ __all__: Final = [
     "ProposalError",
     "ProposalTimeoutError",
     "ProtocolError",
+    "ReadTimeoutError",
     "RecoveryRefusedError",
     "RemoteError",
     "RequestTimeoutError",
@@ -162,6 +164,23 @@ class ClusterUnreachableError(CopyCatError):
     in it, or not enough of it to know what the cluster holds: it creates nothing
     rather than start a second group for an id. Check the peers' addresses, the cluster
     name and the gossip keys, then retry."""
+
+
+class ReadTimeoutError(CopyCatError, TimeoutError):
+    """A read barrier (`Subscription.read_barrier`) or a wait for delivery
+    (`Subscription.wait_delivered`) did not finish in time. `index` is the position it
+    waited for (None: no leader confirmed a read index in time); `delivered` is the
+    position the subscriber's `commits()` had delivered. Nothing changed in the group:
+    retry once it has a leader, or read on from the subscriber's state if staleness is
+    acceptable."""
+
+    def __init__(
+        self, group: object, index: int | None, delivered: int, timeout_s: float, message: str
+    ) -> None:
+        super().__init__(f"{message} within {timeout_s} s (delivered through {delivered})")
+        self.group = group
+        self.index = index
+        self.delivered = delivered
 
 
 class SplitGroupError(CopyCatError):

@@ -4,11 +4,13 @@ lines on stdout. Used by the multi-process integration tests; not a public tool.
 Commands: {"op": "members"}, {"op": "allocate", "replicas": n} (n optional),
 {"op": "subscribe", "id": ds}, {"op": "propose", "prefix": p, "count": n,
 "concurrency": c}, {"op": "status"}, {"op": "leave", "timeout": s},
+{"op": "barriers", "id": ds, "count": n, "pause": s},
 {"op": "cut", "peers": [ids]} (the transport's fault hooks: nothing flows between this
 node and those, gossip unaffected), {"op": "heal"}, {"op": "exit"}.
 Events: ready, members, allocated, subscribed, commit (id, data), load_snapshot (id,
 state), sub_error (id, error, message: a line of the subscription's errors()), acked,
-propose_failed, proposed, status, cut, healed, left, error, stopped. The command loop (and members,
+propose_failed, proposed, barrier (start, end, position, values), barrier_failed,
+barriers_done, status, cut, healed, left, error, stopped. The command loop (and members,
 allocate) is copycat.testing.worker's.
 """
 
@@ -19,6 +21,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import copycat
@@ -66,12 +69,34 @@ async def propose_many(sub: Subscription, prefix: str, count: int, concurrency: 
             data = f"{prefix}{i}"
             try:
                 await sub.propose(data.encode())
-                emit(event="acked", data=data)
+                emit(event="acked", data=data, t=time.monotonic())
             except CopyCatError as exc:
                 emit(event="propose_failed", data=data, error=type(exc).__name__)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     emit(event="proposed", prefix=prefix)
+
+
+async def read_barriers(sub: Subscription, state: list[str], count: int, pause_s: float) -> None:
+    """`count` read barriers one after another; each reports when it started and ended
+    (time.monotonic(), one clock for every process of the machine) and the values the
+    subscriber's state held when it returned."""
+    for _ in range(count):
+        started = time.monotonic()
+        try:
+            position = await sub.read_barrier()
+        except CopyCatError as exc:
+            emit(event="barrier_failed", error=type(exc).__name__, message=str(exc))
+        else:
+            emit(
+                event="barrier",
+                start=started,
+                end=time.monotonic(),
+                position=position,
+                values=list(state),
+            )
+        await asyncio.sleep(pause_s)
+    emit(event="barriers_done")
 
 
 async def main() -> None:
@@ -150,6 +175,7 @@ def node_commands(cc: CopyCat) -> Commands:
     """The ops of this node: members and allocate (shared), subscribe, propose, status,
     leave. Errors are answered as `{"event": "error", "op", "error", "message"}`."""
     subs: dict[str, Subscription] = {}
+    states: dict[str, list[str]] = {}
     tasks: set[asyncio.Task[None]] = set()
     commands = Commands()
     add_node_ops(commands, cc)
@@ -160,6 +186,7 @@ def node_commands(cc: CopyCat) -> Commands:
         state: list[str] = []
         sub = await cc.subscribe(ds, lambda: "|".join(state).encode())
         subs[ds] = sub
+        states[ds] = state
         loop = asyncio.get_running_loop()
         tasks.add(loop.create_task(consume(sub, state)))
         tasks.add(loop.create_task(report_errors(sub)))
@@ -187,6 +214,15 @@ def node_commands(cc: CopyCat) -> Commands:
         assert isinstance(count, int)
         assert isinstance(concurrency, int)
         task = propose_many(sub, str(cmd["prefix"]), count, concurrency)
+        tasks.add(asyncio.get_running_loop().create_task(task))
+
+    @commands.op("barriers")
+    async def barriers(cmd: Mapping[str, object]) -> None:
+        ds = str(cmd["id"])
+        count, pause_s = cmd["count"], cmd.get("pause", 0.05)
+        assert isinstance(count, int)
+        assert isinstance(pause_s, int | float)
+        task = read_barriers(subs[ds], states[ds], count, float(pause_s))
         tasks.add(asyncio.get_running_loop().create_task(task))
 
     @commands.op("status")

@@ -65,8 +65,23 @@ class FakeSubscription:
         self.cancelled_proposals = 0
         self.closed = False
         self._pending: bytes | None = None
+        self.position = 0
+        """The position (1-based index into `log`) of the item handed out last."""
+        self.delivered = 0
+        """Through which position the consumer took items and came back."""
 
-    async def propose(self, data: bytes) -> None:
+    async def read_barrier(self, *, timeout_s: float | None = None) -> int:
+        target = len(self.log)
+        await self.wait_delivered(target, timeout_s=timeout_s)
+        return target
+
+    async def wait_delivered(self, position: int, *, timeout_s: float | None = None) -> None:
+        if self.closed:
+            raise ClosedError("closed")
+        async with asyncio.timeout(30.0 if timeout_s is None else timeout_s), self.changed:
+            await self.changed.wait_for(lambda: self.delivered >= position)
+
+    async def propose(self, data: bytes) -> int:
         if self.closed:
             raise ClosedError("closed")
         if self.behaviour.propose_error is not None:
@@ -80,6 +95,7 @@ class FakeSubscription:
         async with self.changed:
             self.log.append(bytes(data))
             self.changed.notify_all()
+        return len(self.log)
 
     async def fail_commits(self, error: BaseException) -> None:
         """The commit stream raises `error` once it has yielded the whole log."""
@@ -121,7 +137,11 @@ class FakeSubscription:
                 item = self.log[position]
             position += 1
             self.pulled += 1
+            self.position = position
             yield item
+            async with self.changed:
+                self.delivered = position
+                self.changed.notify_all()
 
     def errors(self) -> AsyncIterator[CopyCatError]:
         return self._errors()

@@ -79,7 +79,10 @@ SUBSCRIPTION_NAMES: Final = (
     "data_structure_id",
     "errors",
     "load_snapshot",
+    "position",
     "propose",
+    "read_barrier",
+    "wait_delivered",
 )
 """Public names of `copycat.Subscription` (`data_structure_id` is set per instance);
 `commits` and `errors` are channels in the facade, the rest keep their names."""

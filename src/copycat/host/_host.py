@@ -52,6 +52,7 @@ from copycat.errors import (
     ProposalDroppedError,
     ProposalError,
     ProposalTimeoutError,
+    ReadTimeoutError,
     TransportError,
 )
 from copycat.host._force import ForcedConf, plan_sole_voter
@@ -195,7 +196,20 @@ class Feed:
         while it lags, how long it has been behind (`lag_seconds`)."""
         self._pending_load: bytes | None = None
         self._announce_load = False
-        self._buffer: deque[bytes] = deque()
+        self._buffer: deque[tuple[int, bytes]] = deque()
+        """Items consumed from the log and not yet handed out, with their indexes."""
+        self._held: int | None = None
+        """While the subscriber holds an item (or a LOAD_SNAPSHOT waits for it): what
+        `delivered()` says, the position reached before that item."""
+        self._yielded_to: asyncio.Task[object] | None = None
+        """The task the stream is suspended in, handing it an item (None otherwise)."""
+        self._delivery_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        """Heap of `wait_delivered` calls by the index they wait for."""
+        self._close_error: CopyCatError | None = None
+        self.handed = 0
+        """The index of the item the stream handed out last (a LOAD_SNAPSHOT's: its
+        snapshot's index); 0 before the first."""
+        self._load_index = 0
         self._since_snapshot = 0
         self.wake = asyncio.Event()
         self.closed = False
@@ -212,7 +226,11 @@ class Feed:
         raw = self._host.store.snapshots.read_bytes(group.gid, meta.index, meta.term)
         table, user = _parse_snapshot_payload(raw, group.gid, meta.index)
         self.table.restore(table, group=group.gid, index=meta.index)
+        # Until the subscriber takes LOAD_SNAPSHOT and comes back, its state is the one
+        # it had built before: that is what it has been delivered.
+        self._held = self.delivered() if self._held is None else self._held
         self.position = meta.index
+        self._load_index = meta.index
         self._pending_load = user
         self._announce_load = True
         self._since_snapshot = 0
@@ -222,6 +240,105 @@ class Feed:
         data, self._pending_load = self._pending_load, None
         return data
 
+    # -- delivery (read barriers and read-your-writes) -----------------------------------
+
+    def delivered(self) -> int:
+        """The raft index this subscriber has been delivered through: it took every item
+        at or below it out of the stream and came back for the next one (entries with
+        nothing to hand out, such as a leader's empty entry, a configuration change or a
+        duplicate, pass with the items around them); or the stream started over from a
+        snapshot there, and the subscriber took LOAD_SNAPSHOT and came back."""
+        if self._held is not None:
+            return self._held
+        if self._buffer:
+            return self._buffer[0][0] - 1
+        return self.position
+
+    def _resumed(self) -> None:
+        """The subscriber came back for the next item: the one it held is delivered."""
+        self._held = None
+        self._yielded_to = None
+        if self._delivery_waiters:
+            self._check_delivered()
+
+    def _check_delivered(self) -> None:
+        waiters = self._delivery_waiters
+        reached = self.delivered()
+        while waiters and waiters[0][0] <= reached:
+            fut = heapq.heappop(waiters)[2]
+            if not fut.done():
+                fut.set_result(None)
+
+    def held_by_current_task(self) -> bool:
+        """Whether the running task holds the item the stream handed out last (it is
+        inside its loop over the stream: nothing is delivered until it comes back)."""
+        return self._yielded_to is not None and self._yielded_to is asyncio.current_task()
+
+    async def read_barrier(self, timeout_s: float) -> int:
+        """Return once `delivered()` reaches an index at least as high as everything
+        committed before the call (`Host.read_index`), with that index; within
+        `timeout_s`, else `ReadTimeoutError`. Raises like `wait_delivered`."""
+        index: int | None = None
+        try:
+            async with asyncio.timeout(timeout_s):
+                index = await self._host.read_index(self._group.gid, self)
+                await self._until_delivered(index)
+        except TimeoutError:
+            what = "got no read index from a leader" if index is None else f"to {index}"
+            raise ReadTimeoutError(
+                self._group.gid,
+                index,
+                self.delivered(),
+                timeout_s,
+                f"{group_name(self._group.gid)}: the read barrier {what}",
+            ) from None
+        return index
+
+    async def wait_delivered(self, index: int, timeout_s: float) -> None:
+        """Return once `delivered()` reaches `index`, within `timeout_s` (else
+        `ReadTimeoutError`). Raises `ClosedError` (or the group's error) when the stream
+        ends first, and `CopyCatError` when called from the task that holds the
+        subscriber's current item (only that task's return to the stream could deliver
+        it: it would wait forever)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._until_delivered(index)
+        except TimeoutError:
+            raise ReadTimeoutError(
+                self._group.gid,
+                index,
+                self.delivered(),
+                timeout_s,
+                f"{group_name(self._group.gid)}: position {index} was not delivered",
+            ) from None
+
+    async def _until_delivered(self, index: int) -> None:
+        if self._close_error is not None:
+            raise self._close_error
+        if self.delivered() >= index:
+            return
+        if self.held_by_current_task():
+            raise CopyCatError(
+                f"{group_name(self._group.gid)}: waiting for delivery of {index} in the task "
+                "that iterates commits() and holds an item would wait forever (the stream "
+                "delivers only when that task comes back for the next item); wait in "
+                "another task, or after the loop over commits() moved on"
+            )
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._delivery_waiters, (index, next(_retry_order), fut))
+        await fut
+
+    def shut(self, error: CopyCatError) -> None:
+        """End the stream; every `wait_delivered` raises `error`."""
+        self.closed = True
+        self.wake.set()
+        if self._close_error is None:
+            self._close_error = error
+        waiters, self._delivery_waiters = self._delivery_waiters, []
+        for _, _, fut in waiters:
+            if not fut.done():
+                fut.set_exception(error)
+
     def __aiter__(self) -> AsyncIterator[bytes | LoadSnapshot]:
         return self._iterate()
 
@@ -229,10 +346,17 @@ class Feed:
         while not self.closed:
             if self._announce_load:
                 self._announce_load = False
+                self.handed = self._load_index
+                self._yielded_to = asyncio.current_task()
                 yield LOAD_SNAPSHOT
+                self._resumed()
                 continue
             if self._buffer:
-                yield self._buffer.popleft()
+                self._held = self.delivered()
+                self.handed, data = self._buffer.popleft()
+                self._yielded_to = asyncio.current_task()
+                yield data
+                self._resumed()
                 continue
             await self._maybe_snapshot()
             # An awaiting provider let the cycle `offer` entries into the buffer (and set
@@ -271,7 +395,7 @@ class Feed:
         return True
 
     def offer(
-        self, entries: list[Entry], waiters: dict[tuple[bytes, int], asyncio.Future[None]]
+        self, entries: list[Entry], waiters: dict[tuple[bytes, int], asyncio.Future[int]]
     ) -> bool:
         """Entries the group just applied: taken straight from memory when the
         subscriber is caught up (they follow its position and its buffer is empty), so
@@ -292,7 +416,7 @@ class Feed:
     def _consume(
         self,
         entries: list[Entry],
-        waiters: dict[tuple[bytes, int], asyncio.Future[None]] | None = None,
+        waiters: dict[tuple[bytes, int], asyncio.Future[int]] | None = None,
     ) -> None:
         group = self._group
         table = self.table
@@ -312,11 +436,13 @@ class Feed:
             if waiters:
                 fut = waiters.pop((proposal.session, proposal.seq), None)
                 if fut is not None and not fut.done():
-                    fut.set_result(None)
+                    fut.set_result(index)
             if table.apply(proposal, index):
-                self._buffer.append(proposal.data)
+                self._buffer.append((index, proposal.data))
             else:
                 self._host.counters["proposals_deduplicated"] += 1
+        if self._delivery_waiters:
+            self._check_delivered()  # entries with nothing to hand out pass at once
 
     async def _maybe_snapshot(self) -> None:
         if self._since_snapshot < self._host.config.snapshot_every_entries:
@@ -355,13 +481,32 @@ class _Pending:
     __slots__ = ("data", "deadline", "fut", "seq", "session")
 
     def __init__(
-        self, session: Session, seq: int, data: bytes, fut: asyncio.Future[None], deadline: float
+        self, session: Session, seq: int, data: bytes, fut: asyncio.Future[int], deadline: float
     ) -> None:
         self.session = session
         self.seq = seq
         self.data = data
         self.fut = fut
         self.deadline = deadline
+
+
+class _Reads:
+    """The ReadIndex rounds of one group's member here (see `Host.read_index`): at most
+    one round in flight; barriers that arrive meanwhile join the next one."""
+
+    __slots__ = ("context", "joining", "round", "sent_at")
+
+    def __init__(self) -> None:
+        self.round: list[asyncio.Future[int]] = []
+        """The barriers the round in flight (or the one to send again) answers."""
+        self.joining: list[asyncio.Future[int]] = []
+        """Barriers that arrived while a round was in flight: the next round's."""
+        self.context: bytes | None = None
+        """The context of the round in flight (None: no round in flight)."""
+        self.sent_at = 0.0
+
+    def waiting(self) -> bool:
+        return bool(self.round or self.joining)
 
 
 _retry_order = itertools.count()
@@ -392,6 +537,7 @@ class _Group:
         "outbox",
         "quiet_since",
         "raw",
+        "reads",
         "recalled_term",
         "refusal",
         "restored_at",
@@ -412,7 +558,8 @@ class _Group:
         """The term of this node's deleted member of the group that this one recalled
         (`RawNode.recall`), or 0."""
         self.feed: Feed | None = None
-        self.waiters: dict[tuple[bytes, int], asyncio.Future[None]] = {}
+        self.waiters: dict[tuple[bytes, int], asyncio.Future[int]] = {}
+        self.reads = _Reads()
         self.outbox: list[bytes] = []
         """Proposals queued in this loop turn, handed to raft together by the cycle."""
         self.retries: list[tuple[float, int, _Pending]] = []
@@ -599,7 +746,13 @@ class Host:
             "proposals_deduplicated": 0,
             "leader_changes": 0,
             "elections_started": 0,
+            "read_barriers": 0,
+            "read_index_rounds": 0,
         }
+        self._reading: set[int] = set()
+        """Groups with ReadIndex barriers waiting (their rounds are retried by `tick`)."""
+        self._read_prefix = b""
+        self._read_rounds = itertools.count(1)
         self._with_origins: set[int] = set()
         """Groups led here whose `origins` counted proposals (see `take_origins`)."""
         endpoint.set_message_handler(self._on_messages)
@@ -630,8 +783,8 @@ class Host:
                 await task
         for group in self.groups.values():
             if group.feed is not None:
-                group.feed.closed = True
-                group.feed.wake.set()
+                group.feed.shut(ClosedError("the node is shut down"))
+            self._fail_reads(group, ClosedError("the node is shut down"))
             group.stop_retries()
             for fut in group.waiters.values():
                 if not fut.done():
@@ -868,6 +1021,8 @@ class Host:
             if rd.committed_entries:
                 self._applied(group, rd.committed_entries)
             group.raw.advance(rd)
+            if rd.read_states:
+                self._read_answered(group, rd)
             if rd.snapshot is not None:
                 snap = rd.snapshot.metadata
                 group.rebase_confs(snap.index, snap.conf_state)
@@ -904,6 +1059,8 @@ class Host:
         if leader == self.config.node_id:
             group.leading_since = asyncio.get_running_loop().time()
             group.moved_here = group.raw.term == group.transfer_term
+        if group.reads.round:
+            self._start_read_round(group)  # the old leader will not answer the round
         if previous == 0:
             return
         waiting = [p for _, _, p in group.retries if not p.fut.done()]
@@ -976,7 +1133,7 @@ class Host:
                     continue
                 fut = group.waiters.pop((proposal.session, proposal.seq), None)
                 if fut is not None and not fut.done():
-                    fut.set_result(None)
+                    fut.set_result(entry.index)
         if feed is not None:
             feed.wake.set()
 
@@ -1022,6 +1179,8 @@ class Host:
             group = self.groups.get(gid)
             if group is not None:
                 group.quiet_since = now
+        if self._reading:
+            self._retry_reads(now)
         if self._dirty and not self._cycle_scheduled:
             self._cycle_scheduled = True
             asyncio.get_running_loop().call_soon(self._run_cycle)
@@ -1033,7 +1192,7 @@ class Host:
         membership layer has not reported failed (if that leader's node fails,
         `node_failed` wakes the group and it elects another)."""
         raw = group.raw
-        if group.waiters or group.outbox or raw.has_ready():
+        if group.waiters or group.outbox or raw.has_ready() or group.reads.waiting():
             return False
         if raw.is_leader():
             if raw.lead_transferee:
@@ -1237,9 +1396,11 @@ class Host:
 
     # -- proposals ----------------------------------------------------------------------------
 
-    async def propose(self, gid: int, session: Session, data: bytes) -> None:
-        """Propose `data` to group `gid` and return once it is committed. Retried with
-        the same (session, sequence) until committed or `proposal_timeout_s` passes."""
+    async def propose(self, gid: int, session: Session, data: bytes) -> int:
+        """Propose `data` to group `gid` and return once it is committed, with the index
+        at which it applies (the first entry that carries it: a retry's duplicate later
+        in the log is skipped at apply). Retried with the same (session, sequence) until
+        committed or `proposal_timeout_s` passes."""
         if self._closed:
             raise ClosedError("the node is shut down")
         cfg = self.config
@@ -1251,24 +1412,24 @@ class Host:
         if session.window is None:
             session.window = asyncio.Semaphore(cfg.max_in_flight_proposals)
         async with session.window:
-            await self._propose_in_window(gid, group, session, data)
+            return await self._propose_in_window(gid, group, session, data)
 
     async def _propose_in_window(
         self, gid: int, group: _Group, session: Session, data: bytes
-    ) -> None:
+    ) -> int:
         seq = session.next_seq
         session.next_seq += 1
         session.in_flight.add(seq)
         loop = asyncio.get_running_loop()
         now = loop.time()
-        fut: asyncio.Future[None] = loop.create_future()
+        fut: asyncio.Future[int] = loop.create_future()
         key = (session.id, seq)
         group.waiters[key] = fut
         pending = _Pending(session, seq, data, fut, now + self.config.proposal_timeout_s)
         self._queue_proposal(group, pending)
         self._schedule_retry(group, pending, now)
         try:
-            await fut
+            return await fut
         finally:
             group.waiters.pop(key, None)
             session.in_flight.discard(seq)
@@ -1329,6 +1490,89 @@ class Host:
         if heap and group.retry_timer is None:
             group.retry_at = heap[0][0]
             group.retry_timer = loop.call_at(group.retry_at, self._retry, group)
+
+    # -- read barriers ------------------------------------------------------------------------
+
+    async def read_index(self, gid: int, feed: Feed | None = None) -> int:
+        """An index of group `gid` at least as high as every index committed before this
+        call (a ReadIndex through the leader, confirmed by a quorum of heartbeats; the
+        raft core forwards it from a follower or a learner). Barriers that arrive while
+        a round is in flight share the next round. A round that gets no answer (no
+        leader yet, a leader change, a lost message) is sent again by the tick after
+        `proposal_retry_s`, or at once when a new leader shows; it waits until answered
+        or cancelled (the caller bounds it). Raises `ClosedError` when the node shuts
+        down or `feed` (the subscriber asking, if any) is closed, and the group's error
+        when it stops here."""
+        if self._closed:
+            raise ClosedError("the node is shut down")
+        if feed is not None and feed.closed:
+            raise feed._close_error or ClosedError("this subscription is closed")
+        group = self.group(gid)
+        if group.refusal is not None:
+            raise group.refusal
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        group.reads.joining.append(fut)
+        self.counters["read_barriers"] += 1
+        self._reading.add(gid)
+        if group.reads.context is None and not group.reads.round:
+            self._start_read_round(group)
+        return await fut
+
+    def _start_read_round(self, group: _Group) -> None:
+        """Send a new ReadIndex round for every barrier waiting in `group` (those of an
+        abandoned round and those that joined since)."""
+        reads = group.reads
+        live = [f for f in (*reads.round, *reads.joining) if not f.done()]
+        reads.round, reads.joining, reads.context = live, [], None
+        if not live:
+            self._reading.discard(group.gid)
+            return
+        if not self._read_prefix:
+            # Unique per round across nodes and lives: the leader keeps pending reads by
+            # context, and a late answer to an abandoned round must never match.
+            self._read_prefix = os.urandom(8)
+        context = self._read_prefix + next(self._read_rounds).to_bytes(8, "big")
+        reads.sent_at = asyncio.get_running_loop().time()
+        self.wake(group.gid)
+        try:
+            group.raw.read_index(context)
+        except ProposalError:
+            return  # no leader known (or too many reads queued): `tick` tries again
+        reads.context = context
+        self.counters["read_index_rounds"] += 1
+        self._mark(group.gid)
+
+    def _read_answered(self, group: _Group, rd: Ready) -> None:
+        reads = group.reads
+        for state in rd.read_states:
+            if reads.context is None or state.context != reads.context:
+                continue  # an abandoned round's late answer: it may predate a barrier
+            answered, reads.round, reads.context = reads.round, [], None
+            for fut in answered:
+                if not fut.done():
+                    fut.set_result(state.index)
+        if reads.context is None:
+            self._start_read_round(group)  # the barriers that joined meanwhile, if any
+
+    def _retry_reads(self, now: float) -> None:
+        retry_s = self.config.proposal_retry_s
+        for gid in list(self._reading):
+            group = self.groups.get(gid)
+            if group is None:
+                self._reading.discard(gid)
+                continue
+            reads = group.reads
+            if reads.context is None or now - reads.sent_at >= retry_s:
+                self._start_read_round(group)
+
+    def _fail_reads(self, group: _Group, error: CopyCatError) -> None:
+        reads = group.reads
+        waiting, reads.round, reads.joining = [*reads.round, *reads.joining], [], []
+        reads.context = None
+        self._reading.discard(group.gid)
+        for fut in waiting:
+            if not fut.done():
+                fut.set_exception(error)
 
     # -- membership of a group ----------------------------------------------------------------
 
@@ -1432,9 +1676,10 @@ class Host:
         group = self.groups.pop(gid, None)
         if group is None:
             return
+        left = BrokenError(f"{group_name(gid)} left this node")
         if group.feed is not None:
-            group.feed.closed = True
-            group.feed.wake.set()
+            group.feed.shut(left)
+        self._fail_reads(group, left)
         group.stop_retries()
         for fut in group.waiters.values():
             if not fut.done():
@@ -1569,9 +1814,9 @@ class Host:
     def detach_feed(self, gid: int) -> None:
         group = self.groups.get(gid)
         if group is not None and group.feed is not None:
-            group.feed.closed = True
-            group.feed.wake.set()
+            group.feed.shut(ClosedError("this subscription is closed"))
             group.feed = None
+            self._fail_reads(group, ClosedError("this subscription is closed"))
 
 
 def _blank(group: _Group) -> bool:

@@ -216,6 +216,9 @@ class Channel(Generic[T]):
     def _on_close(self) -> None:
         """Called when the reader closes the channel."""
 
+    def _appended(self, item: T) -> None:
+        """Called when the producer's `item` enters the buffer."""
+
     # -- machinery shared by readers --------------------------------------------------------
 
     def _watch(self, watcher: threading.Event) -> None:
@@ -289,6 +292,7 @@ class Channel(Generic[T]):
                 assert not self._ended, "put after the stream ended"
                 if len(self._items) < self._capacity:
                     self._items.append(item)
+                    self._appended(item)
                     watchers = list(self._watchers)
                     break
                 assert self._space is None, "one producer per channel"

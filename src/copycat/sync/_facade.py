@@ -27,14 +27,22 @@ import importlib
 import itertools
 import logging
 import threading
+import time
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, final
 
 from copycat._ids import DataStructureId
 from copycat._snapshot import LOAD_SNAPSHOT, LoadSnapshot
-from copycat.errors import ArgumentError, ClosedError, CopyCatError
-from copycat.sync._channel import DEFAULT_CAPACITY, Channel, deadline_after, remaining
+from copycat.errors import ArgumentError, ClosedError, CopyCatError, ReadTimeoutError
+from copycat.sync._channel import (
+    DEFAULT_CAPACITY,
+    WAKE_INTERVAL_S,
+    Channel,
+    _Empty,
+    deadline_after,
+    remaining,
+)
 from copycat.sync._loop import CANCEL_GRACE_S, LoopThread
 
 if TYPE_CHECKING:
@@ -118,31 +126,101 @@ def _default_node_factory() -> NodeFactory:
 
 class _CommitChannel(Channel[bytes | LoadSnapshot]):
     """The commits channel: it carries each snapshot's bytes beside its LOAD_SNAPSHOT, so
-    the facade can read ahead of the reader without mixing snapshots up."""
+    the facade can read ahead of the reader without mixing snapshots up; and each item's
+    position, so that it knows what its reader has been delivered (`_floor`)."""
 
     def __init__(self, capacity: int, *, name: str) -> None:
         super().__init__(capacity, name=name)
         self._snapshots: deque[bytes] = deque()
         self._loaded: bytes | None = None
+        self._floors: deque[tuple[int, int]] = deque()
+        """(delivered while the item waits here or is held, its position), per item."""
+        self._last_put = 0
+        self._next_floor = (0, 0)
+        self._held: int | None = None
+        """While the reader holds the item it took last: what it was delivered before."""
+        self._holder: threading.Thread | None = None
+        self._position = 0
+        self._delivery = threading.Condition(self._lock)
 
     def _taken(self, item: bytes | LoadSnapshot) -> None:
         if isinstance(item, LoadSnapshot):
             self._loaded = self._snapshots.popleft()
+        if self._floors:
+            self._held, self._position = self._floors.popleft()
+            self._holder = threading.current_thread()
 
     def _on_close(self) -> None:
         self._snapshots.clear()
         self._loaded = None
+        self._floors.clear()
+        self._held = None
+        self._delivery.notify_all()
+
+    def _try_take(self) -> bytes | LoadSnapshot | _Empty:
+        with self._lock:  # the reader came back: the item it held is delivered
+            if self._held is not None:
+                self._held = None
+                self._holder = None
+                self._delivery.notify_all()
+        return super()._try_take()
+
+    def _floor(self) -> int | None:
+        """The highest position the reader has been delivered through, as far as this
+        channel knows (None: nothing of it waits here or in the reader's hands, so what
+        the node delivered to the facade counts). Called with the lock held."""
+        if self._held is not None:
+            return self._held
+        if self._floors:
+            return self._floors[0][0]
+        return None
+
+    def _appended(self, item: bytes | LoadSnapshot) -> None:
+        self._floors.append(self._next_floor)
+
+    async def _put_at(self, item: bytes | LoadSnapshot, position: int) -> None:
+        # A normal item's predecessors all come before it; a LOAD_SNAPSHOT replaces the
+        # state, so until it is taken the reader holds what the items before it built.
+        floor = self._last_put if isinstance(item, LoadSnapshot) else position - 1
+        self._next_floor = (floor, position)  # one producer: entered by `_appended`
+        await self._put(item)
+        self._last_put = position
+
+    def _wait_floor(self, position: int, deadline: float, what: str) -> int | None:
+        """Block until the reader has been delivered `position` (the node already
+        delivered it to the facade): None then, or at `deadline` what it was delivered."""
+        with self._lock:
+            while True:
+                if self._closed:
+                    raise ClosedError(f"the {self._name} channel was closed")
+                floor = self._floor()
+                if floor is None or floor >= position:
+                    return None
+                if self._held is not None and self._holder is threading.current_thread():
+                    raise CopyCatError(
+                        f"{what} in the thread that reads commits, while it holds an item, "
+                        "would wait forever (the item is delivered when that thread comes "
+                        "back for the next one); wait in another thread"
+                    )
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return floor
+                self._delivery.wait(min(left, WAKE_INTERVAL_S))
+
+    def _holds(self) -> bool:
+        with self._lock:
+            return self._held is not None and self._holder is threading.current_thread()
 
     def _take_loaded(self) -> bytes | None:
         with self._lock:
             data, self._loaded = self._loaded, None
         return data
 
-    async def _put_snapshot(self, data: bytes) -> None:
+    async def _put_snapshot_at(self, data: bytes, position: int) -> None:
         with self._lock:
             if not self._closed:
                 self._snapshots.append(data)
-        await self._put(LOAD_SNAPSHOT)
+        await self._put_at(LOAD_SNAPSHOT, position)
 
 
 @final
@@ -156,6 +234,10 @@ class Subscription:
     * `commits` delivers every committed proposal's bytes in order, exactly once, or
       `LOAD_SNAPSHOT`, after which `load_snapshot()` returns the state to reload.
     * `errors` delivers the errors no `propose` call reports.
+    * `read_barrier()` returns once the thread reading `commits` took every entry
+      committed before the call (reads are local and may be stale otherwise);
+      `wait_delivered(position)` once it took the item at a position `propose`
+      returned. Call them from another thread than the reader.
     * The snapshot provider you gave `subscribe` runs in the thread that reads
       `commits`, while it waits for the next item and after it took every item handed
       out before: it sees exactly the state those items built, and never runs at the
@@ -209,17 +291,114 @@ class Subscription:
         """True once `close()` was called or the facade shut down."""
         return self._closed or not self._facade.running
 
-    def propose(self, data: bytes, timeout: float | None = None) -> None:
-        """Propose `data`; return once it is committed. Waits up to `timeout` seconds
-        (None: until the node's `proposal_timeout_s` decides).
+    def propose(
+        self, data: bytes, timeout: float | None = None, *, wait_delivered: bool = False
+    ) -> int:
+        """Propose `data`; return once it is committed, with its position (the raft
+        index of the entry that carries it). Waits up to `timeout` seconds (None: until
+        the node's `proposal_timeout_s` decides).
+
+        With `wait_delivered=True` it returns only once the thread reading `commits`
+        took it and came back for the next item (`wait_delivered(position)`); called
+        from that thread while it holds an item, it raises `CopyCatError` at once,
+        before proposing (it would wait forever).
 
         Raises the node's error with its original type, `TimeoutError` when `timeout`
         passes first (the proposal's outcome is then unknown: it commits at most once),
         or `ClosedError` after `close()` or once the facade shut down.
         """
         self._check_open()
+        if wait_delivered and self._commits._holds():
+            raise CopyCatError(
+                "propose(wait_delivered=True) in the thread that reads commits, while it "
+                "holds an item, would wait forever; propose from another thread"
+            )
+        deadline = deadline_after(timeout)
         inner = self._inner
-        self._facade._call(lambda: inner.propose(data), timeout, "propose()")
+        position = self._facade._call(lambda: inner.propose(data), timeout, "propose()")
+        if wait_delivered:
+            self.wait_delivered(position, remaining(deadline))
+        return position
+
+    def read_barrier(self, timeout: float | None = None) -> int:
+        """Return once the thread reading `commits` has been delivered every entry
+        committed before the call (it took each item and came back for the next), with
+        the position waited for: your state then holds every write whose `propose`
+        returned before, on any node (reads are local and may be stale otherwise).
+        Waits up to `timeout` seconds (None: the node's `proposal_timeout_s`).
+
+        Raises `ReadTimeoutError` (a `TimeoutError`) when the group has no leader or the
+        reader does not get there in time, `ClosedError` once closed, and `CopyCatError`
+        when called from the reading thread while it holds an item.
+        """
+        self._check_open()
+        deadline = deadline_after(timeout)
+        inner = self._inner
+        limit = self._limit(timeout)
+        position = self._facade._call(
+            lambda: inner.read_barrier(timeout_s=limit), self._grace(timeout), "read_barrier()"
+        )
+        self._wait_reader(position, deadline, "read_barrier()")
+        return position
+
+    def wait_delivered(self, position: int, timeout: float | None = None) -> None:
+        """Return once the thread reading `commits` took the item at `position` (a
+        position `propose` returned) and came back for the next one. Waits up to
+        `timeout` seconds (None: the node's `proposal_timeout_s`); raises like
+        `read_barrier`."""
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            raise ArgumentError(f"a position is an int >= 0, not {position!r}")
+        self._check_open()
+        if self._commits._holds():
+            with self._commits._lock:
+                floor = self._commits._floor()
+            if floor is not None and floor < position:
+                raise CopyCatError(
+                    "wait_delivered() in the thread that reads commits, while it holds an "
+                    "item, would wait forever; wait in another thread"
+                )
+        deadline = deadline_after(timeout)
+        inner = self._inner
+        limit = self._limit(timeout)
+        self._facade._call(
+            lambda: inner.wait_delivered(position, timeout_s=limit),
+            self._grace(timeout),
+            "wait_delivered()",
+        )
+        self._wait_reader(position, deadline, "wait_delivered()")
+
+    @property
+    def position(self) -> int:
+        """The position (raft index) of the item the reader of `commits` took last (for
+        LOAD_SNAPSHOT, its snapshot's); 0 before the first."""
+        with self._commits._lock:
+            return self._commits._position
+
+    def _limit(self, timeout: float | None) -> float:
+        if timeout is None:
+            return float(self._facade.config.proposal_timeout_s)
+        deadline_after(timeout)  # validates it
+        return float(timeout)
+
+    @staticmethod
+    def _grace(timeout: float | None) -> float | None:
+        """The node raises its own `ReadTimeoutError` at the limit; the facade's wait
+        is a backstop a little later (the loop thread may be slow to answer)."""
+        return None if timeout is None else timeout + CANCEL_GRACE_S
+
+    def _wait_reader(self, position: int, deadline: float | None, what: str) -> None:
+        """Wait until the reader of `commits` (not only the facade) passed `position`."""
+        limit = self._limit(None)
+        end = time.monotonic() + limit if deadline is None else deadline
+        floor = self._commits._wait_floor(position, end, what)
+        if floor is not None:
+            raise ReadTimeoutError(
+                self._data_structure_id.group_id,
+                position,
+                floor,
+                limit,
+                f"{what}: the thread reading commits did not take {position} and come back",
+            )
 
     def load_snapshot(self, timeout: float | None = None) -> bytes:
         """The state to reload after `commits` delivered `LOAD_SNAPSHOT`: the bytes your
@@ -663,10 +842,11 @@ async def _pump_commits(inner: AsyncSubscription, channel: _CommitChannel) -> No
     stream = inner.commits()
     try:
         async for item in stream:
+            position = inner.position
             if isinstance(item, LoadSnapshot):
-                await channel._put_snapshot(await inner.load_snapshot())
+                await channel._put_snapshot_at(await inner.load_snapshot(), position)
             else:
-                await channel._put(item)
+                await channel._put_at(item, position)
     except asyncio.CancelledError:
         channel._finish(ClosedError("the subscription or the channel was closed"))
         raise

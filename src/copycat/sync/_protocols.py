@@ -33,8 +33,22 @@ class AsyncSubscription(Protocol):
         """The id of the data structure subscribed to."""
         ...
 
-    async def propose(self, data: bytes) -> None:
-        """Return once `data` is committed, or raise a typed error."""
+    async def propose(self, data: bytes) -> int:
+        """Return once `data` is committed, with its position, or raise a typed error."""
+        ...
+
+    async def read_barrier(self, *, timeout_s: float | None = None) -> int:
+        """Return once `commits()` delivered everything committed before the call, with
+        the position it waited for."""
+        ...
+
+    async def wait_delivered(self, position: int, *, timeout_s: float | None = None) -> None:
+        """Return once `commits()` delivered `position`."""
+        ...
+
+    @property
+    def position(self) -> int:
+        """The position of the item `commits()` handed out last (0 before the first)."""
         ...
 
     def commits(self) -> AsyncIterator[bytes | LoadSnapshot]:

@@ -81,7 +81,8 @@ class Checker:
 
 class Recorder:
     """A subscription as a simulated program uses it, recorded for the checker. It has the
-    subscription's API (`propose`, `commits`, `load_snapshot`, `errors`, `close`)."""
+    subscription's API (`propose`, `commits`, `load_snapshot`, `errors`, `close`,
+    `read_barrier`, `wait_delivered`, `position`)."""
 
     def __init__(self, checker: Checker, who: str, ds: str, tags: Callable[[], bytes]) -> None:
         self.checker = checker
@@ -116,17 +117,33 @@ class Recorder:
 
     # -- the subscription's API ----------------------------------------------------------
 
-    async def propose(self, data: bytes) -> None:
+    async def propose(self, data: bytes, *, wait_delivered: bool = False) -> int:
         assert self.sub is not None
         tag = self._tags()
         self.checker.proposed.add(tag)
         try:
-            await self.sub.propose(tag + bytes(data))
+            position = await self.sub.propose(tag + bytes(data))
         except CopyCatError:
             self.checker.failed += 1
             raise
         self.checker.acked.setdefault(self.ds, set()).add(tag)
         self.checker.ok += 1
+        if wait_delivered:
+            await self.sub.wait_delivered(position)
+        return position
+
+    async def read_barrier(self, *, timeout_s: float | None = None) -> int:
+        assert self.sub is not None
+        return await self.sub.read_barrier(timeout_s=timeout_s)
+
+    async def wait_delivered(self, position: int, *, timeout_s: float | None = None) -> None:
+        assert self.sub is not None
+        await self.sub.wait_delivered(position, timeout_s=timeout_s)
+
+    @property
+    def position(self) -> int:
+        assert self.sub is not None
+        return self.sub.position
 
     def commits(self) -> AsyncIterator[bytes | LoadSnapshot]:
         assert self.sub is not None
