@@ -140,7 +140,9 @@ class RawNode:
     def credit_quiet_ticks(self, ticks: int) -> None:
         """Ticks that passed while this member was quiescent: a follower that heard
         nothing from its leader for an election timeout grants it no lease until it
-        does (`Raft.credit_quiet_ticks`); never a campaign sooner."""
+        does (`Raft.credit_quiet_ticks`); never a campaign sooner. They age a
+        LEASE_BASED leader's lease too: a host that stops ticking a member must credit
+        them before it steps anything else into it."""
         self._raft.credit_quiet_ticks(ticks)
 
     def campaign(self) -> None:
