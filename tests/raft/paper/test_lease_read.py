@@ -343,3 +343,19 @@ def test_a_follower_keeps_its_promise_when_a_stale_response_raises_its_term() ->
 
     # check: ignored
     assert of_type(net.take(), RequestVoteResponse) == []
+
+
+def test_quiet_ticks_credited_to_a_leader_age_its_lease() -> None:
+    """A host that stopped ticking a leader (quiescence) credits the ticks it missed
+    (`credit_quiet_ticks`): the followers' clocks ran meanwhile, so the leader's lease
+    must not outlast them."""
+    # init
+    net = _leader_past_its_first_lease()
+    assert _answered_at_once(net, b"awake")
+
+    # act
+    net.raw(1).credit_quiet_ticks(ELECTION_TICKS)
+
+    # check
+    assert not _answered_at_once(net, b"after a nap")
+    assert net[1].role == Role.LEADER  # check-quorum ignores the quiet ticks, as before
