@@ -82,6 +82,32 @@ MUTATIONS = (
         ("tests/raft/test_ready_flags.py",),
     ),
     Mutation(
+        "lease_from_ack_arrival",
+        "a LEASE_BASED leader measures its lease from the acknowledgement's arrival, not "
+        "from the send (issue 15)",
+        "src/copycat/raft/_raft.py",
+        "            pr.lease_tick = max(pr.lease_tick, sent)",
+        "            pr.lease_tick = self.ticks",
+        ("tests/raft/paper/test_lease_read.py",),
+    ),
+    Mutation(
+        "lease_during_transfer",
+        "a leader handing over leadership still answers lease reads (issue 15)",
+        "src/copycat/raft/_raft.py",
+        "        if self.lead_transferee != NONE or self.timeout_now_sent:",
+        "        if False:",
+        ("tests/raft/paper/test_lease_read.py",),
+    ),
+    Mutation(
+        "lease_promise_forgotten",
+        "a follower forgets the lease it granted on restart or on a stale higher term (issue 15)",
+        "src/copycat/raft/_raft.py",
+        "                        self.config.read_only == ReadOnlyOption.LEASE_BASED\n"
+        "                        and self.lease_elapsed < election_ticks",
+        "                        False\n                        and self.lease_elapsed < election_ticks",
+        ("tests/raft/paper/test_lease_read.py",),
+    ),
+    Mutation(
         "dialer_ignores_cluster_name",
         "the dialer accepts a handshake reply from another cluster",
         "src/copycat/transport/_endpoint.py",

@@ -240,6 +240,8 @@ def test_default_config_is_valid() -> None:
         {"applied": 0, "max_msg_bytes": 0, "max_inflight_bytes": 0},
         {"max_uncommitted_bytes": 0, "max_committed_bytes_per_ready": 0},
         {"read_only": ReadOnlyOption.LEASE_BASED, "check_quorum": True},
+        {"read_only": ReadOnlyOption.LEASE_BASED, "election_ticks": 2, "lease_drift_ticks": 1},
+        {"election_ticks": 2, "heartbeat_ticks": 1, "lease_drift_ticks": 5},  # SAFE: unused
         {"node_id": 2**64},
     ],
 )
@@ -264,6 +266,9 @@ def test_boundary_values_are_valid(overrides: dict[str, Any]) -> None:
         ({"max_uncommitted_bytes": -1}, "max_uncommitted_bytes"),
         ({"max_committed_bytes_per_ready": -1}, "max_committed_bytes_per_ready"),
         ({"read_only": ReadOnlyOption.LEASE_BASED, "check_quorum": False}, "read_only"),
+        ({"lease_drift_ticks": 0}, "lease_drift_ticks"),
+        ({"read_only": ReadOnlyOption.LEASE_BASED, "lease_drift_ticks": 10}, "lease_drift_ticks"),
+        ({"read_only": ReadOnlyOption.LEASE_BASED, "election_ticks": 2}, "lease_drift_ticks"),
     ],
 )
 def test_validate_names_the_field(overrides: dict[str, Any], field: str) -> None:

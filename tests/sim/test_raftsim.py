@@ -14,6 +14,7 @@ from copycat.testing.raftsim import (
     DEFAULT_PROFILE,
     FEW_VOTERS_PROFILE,
     HOSTILE_PROFILE,
+    LEASE_PROFILE,
     PROFILE_FOR_BUG,
     PROFILES,
     Simulation,
@@ -53,6 +54,38 @@ def test_few_voters_profile_keeps_every_safety_property() -> None:
     """One or two voters plus learners, under the hostile faults: a lone leader is a
     quorum by itself, and its learners must never apply what it could still lose."""
     _assert_clean(range(CHUNK), FEW_VOTERS_PROFILE)
+
+
+def test_lease_profile_keeps_every_safety_property() -> None:
+    """Every group reads with leases (LEASE_BASED) under partitions and crashes, and
+    every read must cover all that was committed before it began; many reads are
+    answered from the lease, without a heartbeat round."""
+    results = run_seeds(range(CHUNK), LEASE_PROFILE)
+    failures = [f"seed {r.seed}: {r.violation}" for r in results if r.violation is not None]
+    assert not failures, "\n".join(failures)
+    assert all(r.lease_reads for r in results)
+    assert sum(r.reads_at_once for r in results) > 10 * len(results)
+    # ... and others take the ReadIndex round (no lease held, or a follower's read)
+    assert sum(r.reads_served for r in results) > sum(r.reads_at_once for r in results)
+
+
+LEASE_BUG_SEED = 12
+"""The first seed of the lease profile on which `stale_lease_reads` (issue 15: the lease
+is check-quorum alone) serves a stale read: `python -m copycat.testing.raftsim --seed 12
+--profile lease --bug stale_lease_reads`."""
+
+
+def test_the_recorded_seed_catches_stale_lease_reads() -> None:
+    """Issue 15's bug, an old leader cut off from the others answering lease reads after
+    they elected a new leader and committed more, is a linearizable-read violation on
+    the recorded seed; the same seed passes on the real code."""
+    buggy = Simulation(LEASE_BUG_SEED, options_for_bug("stale_lease_reads", LEASE_PROFILE)).run()
+    assert buggy.violation is not None
+    assert buggy.violation.kind == "linearizable read"
+    assert "LEASE_BASED" in buggy.violation.detail
+    fixed = Simulation(LEASE_BUG_SEED, LEASE_PROFILE).run()
+    assert fixed.violation is None
+    assert fixed.reads_at_once > 0
 
 
 @pytest.mark.parametrize("bug", BUG_NAMES)

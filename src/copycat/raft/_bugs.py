@@ -24,6 +24,12 @@ class DeliberateBugs:
     """The leader answers ReadIndex at once, without confirming with a quorum that it
     is still the leader (thesis §6.4)."""
 
+    stale_lease_reads: bool = False
+    """A LEASE_BASED leader answers every read at once from its commit index, trusting
+    check-quorum as its lease (issue 15): cut off from the others, it goes on answering
+    for up to an election timeout after they may have elected a new leader and
+    committed more (thesis §6.4.1)."""
+
     vote_before_persist: bool = False
     """The host sends vote responses before persisting the vote (§5.2, Figure 2).
     The core cannot do this by itself; the simulator's host loop honours it."""

@@ -47,8 +47,21 @@ class SplitMix64:
 
 class ReadOnlyOption(IntEnum):
     """SAFE: a ReadIndex round confirms leadership with a quorum of heartbeats
-    (thesis §6.4). LEASE_BASED: the leader trusts its lease (needs `check_quorum`;
-    wrong under unbounded clock drift) and answers at once."""
+    (thesis §6.4).
+
+    LEASE_BASED (thesis §6.4.1): the leader answers at once while it holds a lease,
+    and takes the SAFE path otherwise. It holds one while a quorum of voters (both
+    quorums of a joint configuration; the leader counts itself) acknowledged messages
+    it sent less than `election_ticks - lease_drift_ticks` of its ticks ago: each such
+    follower ignores other candidates for `election_ticks` of its own ticks after it
+    received the message, so no other leader can exist meanwhile. Never while a
+    leadership transfer is under way, nor for the rest of the term once `TimeoutNow`
+    was sent (the transferee's election skips the followers' leases). Needs
+    `check_quorum` (config validation refuses LEASE_BASED without it). Correct only
+    while the members' tick rates differ by less than the drift margin: a clock that
+    runs fast or stalls unnoticed can make it serve stale reads. A host that stops
+    ticking a member (quiescence) must credit the ticks it missed
+    (`RawNode.credit_quiet_ticks`) before it steps anything else into it."""
 
     SAFE = 0
     LEASE_BASED = 1
@@ -104,6 +117,16 @@ class RaftConfig:
     read_only: ReadOnlyOption = ReadOnlyOption.SAFE
     """How ReadIndex requests are confirmed; see `ReadOnlyOption`."""
 
+    lease_drift_ticks: int = 2
+    """LEASE_BASED reads only: the safety margin, in ticks, taken off a leader's lease
+    for the difference between its tick clock and its followers' (tick phase: up to
+    one tick; rate: the drift over an election timeout). A lease lasts
+    `election_ticks - lease_drift_ticks` of the leader's ticks from when it sent the
+    message a quorum acknowledged. Larger is safer against clocks that drift apart, at
+    the cost of more reads taking the ReadIndex round. Default 2 (20% of the default
+    election timeout). Must be at least 1 and, with LEASE_BASED, below
+    election_ticks."""
+
     forward_proposals: bool = True
     """Followers and learners forward proposals to the leader; when False they raise
     `NotLeaderError` with the leader's id as a hint."""
@@ -134,5 +157,18 @@ class RaftConfig:
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(name, "must not be negative")
-        if self.read_only == ReadOnlyOption.LEASE_BASED and not self.check_quorum:
-            raise ConfigError("read_only", "LEASE_BASED reads need check_quorum=True")
+        if self.lease_drift_ticks < 1:
+            raise ConfigError(
+                "lease_drift_ticks", f"must be at least 1, got {self.lease_drift_ticks}"
+            )
+        if self.read_only == ReadOnlyOption.LEASE_BASED:
+            if not self.check_quorum:
+                # Followers ignore other candidates during a lease only with
+                # check_quorum: without it no lease exists to trust.
+                raise ConfigError("read_only", "LEASE_BASED reads need check_quorum=True")
+            if self.lease_drift_ticks >= self.election_ticks:
+                raise ConfigError(
+                    "lease_drift_ticks",
+                    f"must be below election_ticks ({self.election_ticks}) with "
+                    f"LEASE_BASED reads, got {self.lease_drift_ticks}",
+                )

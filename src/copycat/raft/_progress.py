@@ -70,6 +70,7 @@ class Progress:
     __slots__ = (
         "inflights",
         "is_learner",
+        "lease_tick",
         "match",
         "next",
         "pending_snapshot",
@@ -87,6 +88,9 @@ class Progress:
         self.recent_active = False
         self.is_learner = is_learner
         self.inflights = inflights
+        self.lease_tick = -1
+        """LEASE_BASED reads: the leader's tick (its lease clock) when it sent the
+        latest message this member is known to have acknowledged; -1 for none."""
 
     def _reset_state(self, state: ProgressState) -> None:
         self.state = state

@@ -16,7 +16,7 @@ Rules of this module:
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from copycat.errors import (
     CompactedError,
@@ -63,6 +63,24 @@ from copycat.raft._tracker import ProgressTracker, TrackerConfig
 if TYPE_CHECKING:
     from copycat.raft._storage import LogReader
 
+LEASE_CONTEXT_PREFIX: Final = b"\x00lease\x00"
+"""What the heartbeats of a LEASE_BASED leader carry as their context: this prefix and
+the leader's tick (8 bytes, big-endian) when it sent them; the follower echoes it and
+the leader learns which of its heartbeats was acknowledged. Reserved: read contexts
+may not begin with it."""
+
+
+def _lease_context(tick: int) -> bytes:
+    return LEASE_CONTEXT_PREFIX + tick.to_bytes(8, "big")
+
+
+def _lease_tick_of(context: bytes) -> int | None:
+    if len(context) != len(LEASE_CONTEXT_PREFIX) + 8 or not context.startswith(
+        LEASE_CONTEXT_PREFIX
+    ):
+        return None
+    return int.from_bytes(context[len(LEASE_CONTEXT_PREFIX) :], "big")
+
 
 class Role(IntEnum):
     """A member's role in its group (raft paper §5.1, plus pre-candidate from §9.6)."""
@@ -107,6 +125,19 @@ class Raft:
         self.lease_void = False
         """A follower that slept (quiescent) for an election timeout grants no lease to
         its leader until it hears from it again (`credit_quiet_ticks`)."""
+        self.ticks = 0
+        """The lease clock: every tick this node saw, and the quiet ticks credited to
+        it; never reset. A LEASE_BASED leader measures its lease with it."""
+        self.term_start_tick = 0
+        """`ticks` when this node last became leader: every message it sent in this
+        term left at that tick or later."""
+        self.lease_elapsed = 0
+        """LEASE_BASED groups: ticks since this node last heard from a leader (of any
+        term), whatever happened meanwhile; it ignores other candidates until this
+        reaches election_ticks (the promise behind its leader's lease)."""
+        self.timeout_now_sent = False
+        """This leader sent `TimeoutNow` in this term: the transferee's election skips
+        the followers' leases, so this leader holds no lease for the rest of the term."""
         self.randomized_election_ticks = config.election_ticks
         self.lead_transferee = NONE
         self.pending_conf_index = 0
@@ -132,6 +163,12 @@ class Raft:
             self._load_hard_state(hard_state)
         if config.applied:
             self.log.applied_to(config.applied)
+        if self.term <= 1:
+            # Term 1 is the bootstrap's and no leader ever holds it (every election raises
+            # the term): this node has acknowledged no leader, so it promised no lease.
+            # Past it, it may have before it restarted, and keeps that promise for an
+            # election timeout (only LEASE_BASED groups look at this).
+            self.lease_elapsed = config.election_ticks
         self.become_follower(self.term, NONE)
 
     def _load_hard_state(self, hs: HardState) -> None:
@@ -161,6 +198,7 @@ class Raft:
             0, self.config.election_ticks
         )
         self.lead_transferee = NONE
+        self.timeout_now_sent = False
         self.tracker.reset_votes()
         last = self.log.last_index()
         for node_id, pr in self.tracker.progress.items():
@@ -199,6 +237,7 @@ class Raft:
         self._reset(self.term)
         self.lead = self.id
         self.role = Role.LEADER
+        self.term_start_tick = self.ticks
         me = self.tracker.progress.get(self.id)
         if me is not None:
             me.become_replicate()
@@ -217,6 +256,8 @@ class Raft:
     # -- ticks ----------------------------------------------------------------------------
 
     def tick(self) -> None:
+        self.ticks += 1
+        self.lease_elapsed += 1
         if self.role == Role.LEADER:
             self._tick_heartbeat()
         else:
@@ -228,7 +269,11 @@ class Raft:
         lease until it hears from it again: woken by a candidate's (pre-)vote, it judges
         the leader by raft's own evidence instead of the moment it stopped ticking. Its
         election clock is left alone (no campaign sooner), and a leader ignores this
-        (its check-quorum would count a quiet period as silence)."""
+        (its check-quorum would count a quiet period as silence). The lease clock
+        (`ticks`) of every role moves on, though: a LEASE_BASED leader's lease does not
+        outlast the time it slept."""
+        self.ticks += ticks
+        self.lease_elapsed += ticks
         if self.role != Role.LEADER and self.election_elapsed + ticks >= self.config.election_ticks:
             self.lease_void = True
 
@@ -254,7 +299,8 @@ class Raft:
                 self.lead_transferee = NONE
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
             self.heartbeat_elapsed = 0
-            self._broadcast_heartbeat(b"")
+            lease = self.config.read_only == ReadOnlyOption.LEASE_BASED
+            self._broadcast_heartbeat(_lease_context(self.ticks) if lease else b"")
 
     # -- elections ------------------------------------------------------------------------
 
@@ -320,11 +366,19 @@ class Raft:
             pass  # not bound to a term: forwarded proposals, reads, transfer requests
         elif m.term > self.term:
             if isinstance(m, RequestVote):
-                in_lease = (
-                    self.config.check_quorum
-                    and self.lead != NONE
-                    and self.election_elapsed < self.config.election_ticks
-                    and not self.lease_void
+                election_ticks = self.config.election_ticks
+                in_lease = self.config.check_quorum and (
+                    (
+                        self.lead != NONE
+                        and self.election_elapsed < election_ticks
+                        and not self.lease_void
+                    )
+                    or (
+                        # A LEASE_BASED leader counts on this promise whatever this node
+                        # heard since (a higher term from a stale response, a restart).
+                        self.config.read_only == ReadOnlyOption.LEASE_BASED
+                        and self.lease_elapsed < election_ticks
+                    )
                 )
                 if in_lease and not m.transfer:
                     # §6 (thesis §4.2.3): we heard from a leader recently; ignore a
@@ -418,6 +472,16 @@ class Raft:
         pr = self.tracker.progress.get(m.sender)
         if pr is None:
             return  # not (or no longer) a member
+        lease = self.config.read_only == ReadOnlyOption.LEASE_BASED
+        if lease and isinstance(m, AppendEntriesResponse | HeartbeatResponse):
+            # The member answered a message of this term, sent as we took office or
+            # later; a lease heartbeat's echo says exactly when.
+            sent = self.term_start_tick
+            if isinstance(m, HeartbeatResponse):
+                echoed = _lease_tick_of(m.context)
+                if echoed is not None and self.term_start_tick <= echoed <= self.ticks:
+                    sent = echoed
+            pr.lease_tick = max(pr.lease_tick, sent)
         if isinstance(m, AppendEntriesResponse):
             pr.recent_active = True
             self._handle_append_response(m, pr)
@@ -431,7 +495,7 @@ class Raft:
                 pr.inflights.free_first()
             if pr.match < self.log.last_index():
                 self._send_append(m.sender, pr)
-            if m.context and self.config.read_only == ReadOnlyOption.SAFE:
+            if m.context and (not lease or _lease_tick_of(m.context) is None):
                 self._ack_read(m.sender, m.context)
 
     def _handle_append_response(self, m: AppendEntriesResponse, pr: Progress) -> None:
@@ -464,7 +528,7 @@ class Raft:
         while self._send_append(m.sender, pr, send_if_empty=False):
             pass
         if m.sender == self.lead_transferee and pr.match == self.log.last_index():
-            self._send(TimeoutNow(term=self.term, sender=self.id, to=m.sender))
+            self._send_timeout_now(m.sender)
 
     def _maybe_commit(self) -> bool:
         committed = self.log.maybe_commit(
@@ -630,6 +694,13 @@ class Raft:
         self.step(ReadIndex(term=0, sender=self.id, to=self.id, context=context))
 
     def _leader_read_index(self, m: ReadIndex) -> None:
+        lease = self.config.read_only == ReadOnlyOption.LEASE_BASED
+        if lease and m.context.startswith(LEASE_CONTEXT_PREFIX):
+            # Its echo would pass for a lease heartbeat's acknowledgement.
+            self._refuse_remote(
+                m.sender, ValueError("read contexts may not begin with LEASE_CONTEXT_PREFIX")
+            )
+            return
         if self.tracker.is_singleton() or self.bugs.unconfirmed_reads:
             self._answer_read(m.sender, m.context, self.log.committed)
             return
@@ -641,13 +712,22 @@ class Raft:
                 return
             self.pending_read_index.append(m)
             return
-        if self.config.read_only == ReadOnlyOption.LEASE_BASED:
+        if lease and (self.bugs.stale_lease_reads or self._lease_held()):
             self._answer_read(m.sender, m.context, self.log.committed)
             return
+        # SAFE, or no lease: confirm leadership with a round of heartbeats.
         request = ReadRequest(sender=m.sender, context=m.context, index=self.log.committed)
         if self.read_only.add(request):
             request.acks.add(self.id)
             self._broadcast_heartbeat(m.context)
+
+    def _lease_held(self) -> bool:
+        """Whether this leader holds its lease (see `ReadOnlyOption.LEASE_BASED`)."""
+        if self.lead_transferee != NONE or self.timeout_now_sent:
+            return False
+        window = self.config.election_ticks - self.config.lease_drift_ticks
+        # Acknowledged messages sent fewer than `window` ticks ago count.
+        return self.tracker.quorum_acked_since(self.id, self.ticks - window + 1)
 
     def _release_pending_reads(self) -> None:
         if not self.pending_read_index or self.log.term_or_zero(self.log.committed) != self.term:
@@ -691,9 +771,13 @@ class Raft:
         self.lead_transferee = target
         self.election_elapsed = 0
         if pr.match == self.log.last_index():
-            self._send(TimeoutNow(term=self.term, sender=self.id, to=target))
+            self._send_timeout_now(target)
         else:
             self._send_append(target, pr)
+
+    def _send_timeout_now(self, to: int) -> None:
+        self.timeout_now_sent = True
+        self._send(TimeoutNow(term=self.term, sender=self.id, to=to))
 
     # -- followers and candidates ---------------------------------------------------------
 
@@ -765,6 +849,7 @@ class Raft:
                 self.become_follower(self.term, NONE)
 
     def _handle_append(self, m: AppendEntries) -> None:
+        self.lease_elapsed = 0
         if m.prev_index < self.log.committed:
             self._send(
                 AppendEntriesResponse(
@@ -793,12 +878,14 @@ class Raft:
         )
 
     def _handle_heartbeat(self, m: Heartbeat) -> None:
+        self.lease_elapsed = 0
         self.log.commit_to(m.commit)
         self._send(
             HeartbeatResponse(term=self.term, sender=self.id, to=m.sender, context=m.context)
         )
 
     def _handle_snapshot(self, m: InstallSnapshot) -> None:
+        self.lease_elapsed = 0
         if self._restore(m.snapshot):
             index = self.log.last_index()
         else:

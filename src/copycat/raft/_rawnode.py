@@ -44,7 +44,7 @@ from copycat.raft._messages import (
     ReadState,
     Snapshot,
 )
-from copycat.raft._raft import CampaignKind, Raft, Role
+from copycat.raft._raft import LEASE_CONTEXT_PREFIX, CampaignKind, Raft, Role
 
 if TYPE_CHECKING:
     from copycat.raft._config import RaftConfig, RandomSource
@@ -140,7 +140,9 @@ class RawNode:
     def credit_quiet_ticks(self, ticks: int) -> None:
         """Ticks that passed while this member was quiescent: a follower that heard
         nothing from its leader for an election timeout grants it no lease until it
-        does (`Raft.credit_quiet_ticks`); never a campaign sooner."""
+        does (`Raft.credit_quiet_ticks`); never a campaign sooner. They age a
+        LEASE_BASED leader's lease too: a host that stops ticking a member must credit
+        them before it steps anything else into it."""
         self._raft.credit_quiet_ticks(ticks)
 
     def campaign(self) -> None:
@@ -179,9 +181,17 @@ class RawNode:
 
     def read_index(self, context: bytes) -> None:
         """Ask for a linearizable read; a `ReadState` with this context appears in a
-        later `Ready` once the leader has confirmed its leadership."""
+        later `Ready` once the leader has confirmed its leadership: by a round of
+        heartbeats, or with `ReadOnlyOption.LEASE_BASED` at once while it holds its
+        lease. The context must be non-empty and must not begin with
+        `LEASE_CONTEXT_PREFIX` (reserved)."""
         if not context:
             raise ValueError("read_index needs a non-empty context to match its ReadState")
+        if context.startswith(LEASE_CONTEXT_PREFIX):
+            raise ValueError(
+                f"read contexts may not begin with {LEASE_CONTEXT_PREFIX!r} (reserved for "
+                "the heartbeats of LEASE_BASED leaders)"
+            )
         self._raft.read_index(context)
 
     def transfer_leader(self, target: int) -> None:

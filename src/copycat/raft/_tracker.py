@@ -116,6 +116,19 @@ class ProgressTracker:
             VoteResult.WON
         )
 
+    def quorum_acked_since(self, leader_id: int, tick: int) -> bool:
+        """Whether a quorum of voters (both quorums of a joint configuration) is known
+        to have received messages the leader sent at `tick` or later (`lease_tick`);
+        the leader, `leader_id`, counts for itself. Learners never count."""
+        acked = {
+            node_id: True
+            for node_id, pr in self.progress.items()
+            if not pr.is_learner and (node_id == leader_id or pr.lease_tick >= max(tick, 0))
+        }
+        return joint_vote(self.config.voters, self.config.voters_outgoing, acked) == (
+            VoteResult.WON
+        )
+
     def voter_ids(self) -> set[int]:
         return self.config.all_voters()
 

@@ -23,7 +23,13 @@ After every round the checker asserts (raft paper, Figure 3):
   before T;
 * state machine safety: every node, learners included, applies one and the same
   sequence, so each node's applied sequence is a prefix of every other's (checked
-  against a global oracle), and no node's log ever replaces an entry it applied.
+  against a global oracle), and no node's log ever replaces an entry it applied;
+* linearizable reads: a read (ReadIndex on a random live node) must return an index at
+  least as high as every commit index any node held before the read was issued (a
+  write acknowledged to a client is committed, so the read sees it). Per seed, groups
+  with check-quorum read with `ReadOnlyOption.SAFE` or `LEASE_BASED` (leases in ticks,
+  under the same partitions and crashes); `reads_at_once` counts the reads answered in
+  the round they were asked (a lease, or a lone voter), with no heartbeat round.
 
 Then the faults heal, and liveness is checked: a leader must emerge, and fresh
 proposals must be applied by every member within a bound.
@@ -63,6 +69,7 @@ from copycat.raft import (
     Message,
     RaftConfig,
     RawNode,
+    ReadOnlyOption,
     ReadState,
     RequestVoteResponse,
     Role,
@@ -80,6 +87,7 @@ BUG_NAMES = (
     "commit_previous_term",
     "vote_before_persist",
     "unconfirmed_reads",
+    "stale_lease_reads",
     "ack_before_persist",
     "early_send_lone_leader",
 )
@@ -138,6 +146,10 @@ class SimOptions:
     conf_change_rate: float = 0.004
     read_rate: float = 0.05
     """Per round: a linearizable read (ReadIndex) on a random live node."""
+    lease_read_rate: float = 0.5
+    """Share of the seeds with check-quorum whose group reads with
+    `ReadOnlyOption.LEASE_BASED` (the others, and every seed without check-quorum, read
+    with SAFE)."""
     transfer_rate: float = 0.002
     """Per round: the leader is asked to hand leadership to a random voter."""
     snapshot_every: tuple[int, int] = (20, 120)
@@ -186,6 +198,8 @@ class SeedResult:
     conf_changes: int
     snapshots_sent: int
     reads_served: int
+    reads_at_once: int
+    lease_reads: bool
     transfers: int
 
 
@@ -310,8 +324,13 @@ class Simulation:
         self.applied_data: set[bytes] = set()
         self.proposal_seq = 0
         self.read_seq = 0
-        self.reads: dict[bytes, int] = {}
+        self.reads: dict[bytes, tuple[int, int]] = {}
+        """Per read context: (the highest index known committed when it was issued, the
+        round it was issued in)."""
+        self.max_commit = 0
+        """The highest commit index any node has held so far."""
         self.reads_served = 0
+        self.reads_at_once = 0
         self.transfers = 0
         self.elections = 0
         self.crashes = 0
@@ -327,6 +346,13 @@ class Simulation:
         host_choices = random.Random(seed ^ 0x5EED)
         self.send_early = host_choices.random() < options.send_early_rate
         self.defer_commit = host_choices.random() < options.defer_commit_rate
+        # Its own generator as well: seeds that read SAFE run as they did before.
+        lease_choice = random.Random(seed ^ 0x1EA5E)
+        self.read_only = (
+            ReadOnlyOption.LEASE_BASED
+            if self.check_quorum and lease_choice.random() < options.lease_read_rate
+            else ReadOnlyOption.SAFE
+        )
         self.drop_rate = options.drop_rate * rng.choice([0.0, 0.5, 1.0, 2.0])
         members = rng.randint(options.min_voters, options.max_voters)
         ids = [self._new_id() for _ in range(members)]
@@ -365,6 +391,7 @@ class Simulation:
             max_inflight_msgs=self.max_inflight,
             pre_vote=self.pre_vote,
             check_quorum=self.check_quorum,
+            read_only=self.read_only,
             max_uncommitted_bytes=1 << 16,
         )
 
@@ -535,6 +562,10 @@ class Simulation:
         if not raw.has_ready():
             return
         rd = raw.ready()
+        if rd.hard_state is not None:
+            # A node's commit index only ever covers committed entries, whether or not
+            # this ready is persisted.
+            self.max_commit = max(self.max_commit, rd.hard_state.commit)
         sent_early = (self.send_early and rd.send_before_persist) or (
             self.opts.bugs.ack_before_persist
         )
@@ -731,8 +762,9 @@ class Simulation:
                 node.raw.read_index(context)
             except ProposalError:
                 return
-            # Everything anyone applied before the read began must be visible to it.
-            self.reads[context] = self.oracle.last_index()
+            # Everything committed (so anything acknowledged to a client, or applied
+            # anywhere) before the read began must be visible to it.
+            self.reads[context] = (max(self.max_commit, self.oracle.last_index()), self.round)
         if rng.random() < self.opts.transfer_rate:
             leader = self._leader()
             if leader is not None and leader.raw is not None:
@@ -745,17 +777,21 @@ class Simulation:
 
     def _check_reads(self, node: SimNode, read_states: list[ReadState]) -> None:
         for rs in read_states:
-            floor = self.reads.get(rs.context)
-            if floor is None:
+            issued = self.reads.get(rs.context)
+            if issued is None:
                 self._violate("read index", f"node {node.id} got an unknown read {rs.context!r}")
-            elif rs.index < floor:
+                continue
+            floor, asked_in = issued
+            if rs.index < floor:
                 self._violate(
                     "linearizable read",
                     f"node {node.id}: read {rs.context!r} at index {rs.index}, but index "
-                    f"{floor} was applied before the read began",
+                    f"{floor} was committed before the read began "
+                    f"({self.read_only.name} reads)",
                 )
-            else:
-                self.reads_served += 1
+            self.reads_served += 1
+            # Asked before this round's ticks: answered now means no heartbeat round.
+            self.reads_at_once += asked_in == self.round - 1
 
     def _report_snapshots(self) -> None:
         waiting = []
@@ -810,6 +846,8 @@ class Simulation:
             conf_changes=self.conf_changes,
             snapshots_sent=self.snapshots_sent,
             reads_served=self.reads_served,
+            reads_at_once=self.reads_at_once,
+            lease_reads=self.read_only == ReadOnlyOption.LEASE_BASED,
             transfers=self.transfers,
         )
 
@@ -964,15 +1002,34 @@ FEW_VOTERS_PROFILE = replace(HOSTILE_PROFILE, voter_choices=(1, 2))
 """The hostile faults on three members of which one or two vote, the others learners:
 a leader that alone is a quorum, or one that needs every voter."""
 
+LEASE_PROFILE = replace(
+    DEFAULT_PROFILE,
+    check_quorum_rate=1.0,
+    lease_read_rate=1.0,
+    read_rate=0.5,
+    partition_rate=0.02,
+    voter_choices=(3, 5),
+    max_delay=1,
+)
+"""The default faults on groups of three or five voters that all read with leases
+(`LEASE_BASED`, check-quorum on), reading in half the rounds and partitioning five
+times as often, with every message arriving in the next round: elections then finish
+while a leader cut off from the others still believes it leads (its check-quorum steps
+it down only after one to two election timeouts), the moment a lease must cover."""
+
 PROFILES = {
     "default": DEFAULT_PROFILE,
     "hostile": HOSTILE_PROFILE,
     "few_voters": FEW_VOTERS_PROFILE,
+    "lease": LEASE_PROFILE,
 }
 
-PROFILE_FOR_BUG = {bug: "hostile" for bug in BUG_NAMES} | {"early_send_lone_leader": "few_voters"}
+PROFILE_FOR_BUG = {bug: "hostile" for bug in BUG_NAMES} | {
+    "early_send_lone_leader": "few_voters",
+    "stale_lease_reads": "lease",
+}
 """The profile that shows each deliberate bug within 200 seeds (a lone leader needs a
-group of one voter)."""
+group of one voter; a stale lease read, groups that read with leases)."""
 
 
 def options_for_bug(bug: str | None, base: SimOptions | None = None) -> SimOptions:
@@ -1005,7 +1062,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=sorted(PROFILES),
         default="default",
         help="fault profile (hostile: faults aimed at raft's dangerous moments; "
-        "few_voters: the same on one or two voters plus learners)",
+        "few_voters: the same on one or two voters plus learners; lease: the same on "
+        "groups that read with leases)",
     )
     parser.add_argument("--verbose", action="store_true", help="log every event of each seed")
     args = parser.parse_args(argv)
@@ -1039,6 +1097,8 @@ def main(argv: list[str] | None = None) -> int:
         "conf_changes": sum(r.conf_changes for r in results),
         "snapshots_installed": sum(r.snapshots_sent for r in results),
         "reads_served": sum(r.reads_served for r in results),
+        "reads_at_once": sum(r.reads_at_once for r in results),
+        "lease_read_seeds": sum(r.lease_reads for r in results),
         "transfers": sum(r.transfers for r in results),
         "bug": args.bug,
         "profile": args.profile,

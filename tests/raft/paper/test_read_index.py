@@ -198,7 +198,9 @@ def test_follower_without_a_leader_refuses_the_read() -> None:
 def test_lease_based_read_skips_the_heartbeat_round() -> None:
     """ "Raft ... could use a lease ... the leader would use the normal heartbeat
     mechanism to maintain a lease ... it would then reply to read-only queries without
-    waiting" (thesis §6.4.1): with LEASE_BASED the leader answers at once."""
+    waiting" (thesis §6.4.1): with LEASE_BASED the leader answers at once. Just elected,
+    its lease rests on the acknowledged appends of its new term (sent no earlier than
+    its election); `test_lease_read.py` covers the lease itself."""
     # init
     net = Network((1, 2, 3), read_only=ReadOnlyOption.LEASE_BASED)
     leader = net.elect(1)
