@@ -520,6 +520,7 @@ class _Group:
         "applied",
         "awake_since",
         "campaign_wanted",
+        "replaying",
         "changed",
         "confs",
         "feed",
@@ -571,6 +572,9 @@ class _Group:
         self.campaign_wanted = False
         """`campaign` was asked before the member knew its configuration (a new group's
         bootstrap entries are applied by the next cycle): campaign once it does."""
+        self.replaying = False
+        """Opened from the store, this member has not yet applied what it had committed:
+        once it has, `Host._campaign_if_sole_voter`."""
         self.last_progress: tuple[int, int, int] = (0, 0, 0)
         self.leader_seen = 0
         """The last leader this member knew (0: none yet): when another one shows, the
@@ -825,9 +829,29 @@ class Host:
             )
             group.recalled_term = retired.term
         self.groups[gid] = group
+        if raw.has_ready():
+            group.replaying = True  # the configuration is known once that is applied
+        else:
+            self._campaign_if_sole_voter(group)
         self._awake.add(gid)
         self._mark(gid)
         return group
+
+    def _campaign_if_sole_voter(self, group: _Group) -> None:
+        """A member opened from the store that is its group's only voter campaigns now:
+        nobody else can lead, and waiting out an election timeout would only keep it
+        from serving (a node restarted with 10,000 groups, whose elections would all
+        time out together)."""
+        raw = group.raw
+        conf = raw.conf_state()
+        if (
+            conf.voters == frozenset({self.config.node_id})
+            and not conf.voters_outgoing
+            and not raw.leader_id
+            and raw.promotable()
+        ):
+            raw.campaign()
+            self._mark(group.gid)
 
     def create_group(self, gid: int, voters: list[int], *, meta: bytes | None = None) -> None:
         """Start a new group whose first voters are `voters` (this node must be one).
@@ -1034,6 +1058,12 @@ class Host:
             if group.campaign_wanted and group.raw.promotable():
                 group.campaign_wanted = False
                 group.raw.campaign()
+            if group.replaying:
+                if group.raw.has_ready():
+                    self._mark(group.gid)  # more of its log to apply first
+                else:
+                    group.replaying = False
+                    self._campaign_if_sole_voter(group)
             if rd.soft_state is not None:
                 if rd.soft_state.role == Role.CANDIDATE:
                     self.counters["elections_started"] += 1  # a real vote, past pre-vote
