@@ -40,10 +40,12 @@ async def throughput(sub: Subscription, count: int, concurrency: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-async def latency(sub: Subscription, samples: int) -> tuple[float, float]:
+async def latency(sub: Subscription, samples: int, gap_s: float = 0.0) -> tuple[float, float]:
     payload = b"y" * 100
     times = []
     for _ in range(samples):
+        if gap_s:
+            await asyncio.sleep(gap_s)  # the group goes quiet in between
         started = time.perf_counter()
         await sub.propose(payload)
         times.append(time.perf_counter() - started)
@@ -131,7 +133,9 @@ def node_commands(cc: CopyCat) -> Commands:
 
     @commands.op("latency")
     async def latency_op(cmd: Mapping[str, object]) -> Mapping[str, object]:
-        p50, p99 = await latency(subs[str(cmd["id"])], arg(cmd, "samples"))
+        gap = cmd.get("gap_s", 0.0)
+        assert isinstance(gap, int | float)
+        p50, p99 = await latency(subs[str(cmd["id"])], arg(cmd, "samples"), float(gap))
         return {"event": "latency", "p50_ms": p50, "p99_ms": p99}
 
     @commands.op("leader")
