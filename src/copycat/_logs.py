@@ -71,7 +71,10 @@ def node_name_bound(label: NodeLabel) -> Iterator[None]:
     try:
         yield
     finally:
-        _NODE.reset(token)
+        # A coroutine dropped unfinished is closed from whatever context collects it,
+        # where the token does not belong: nothing to restore there.
+        with contextlib.suppress(ValueError):
+            _NODE.reset(token)
 
 
 class NodeNameFilter(logging.Filter):
