@@ -33,9 +33,13 @@ if TYPE_CHECKING:
 
     from prometheus_client.core import Metric
 
-__all__: Final = ["MAX_GROUP_SERIES", "Observer", "StatusSource"]
+__all__: Final = ["DEFAULT_STATUS_GROUPS", "MAX_GROUP_SERIES", "Observer", "StatusSource"]
 
 log = logging.getLogger("copycat.http")
+
+DEFAULT_STATUS_GROUPS: Final = 1000
+"""Groups `/status` describes unless asked for more (`/status?groups=N`, `?groups=all`):
+subscribed ones first, then by group id. `groups_total` counts every group."""
 
 MAX_GROUP_SERIES: Final = 1000
 """Groups that get series of their own (subscribed groups first, then by id); the rest
@@ -53,8 +57,9 @@ LATENCY_BUCKETS: Final = (
 class StatusSource(Protocol):
     """What the observer reads from its node (`CopyCat` implements it): plain data."""
 
-    def status(self) -> dict[str, Any]:
-        """The node, its members and its groups (docs/operations.md, "Status")."""
+    def status(self, *, max_groups: int | None = None) -> dict[str, Any]:
+        """The node, its members and (at most `max_groups` of) its groups
+        (docs/operations.md, "Status")."""
         ...
 
     def readiness(self) -> list[str]:
@@ -81,7 +86,9 @@ class _NodeCollector(Collector):
             for event, value in sorted(values.items()):
                 counter.add_metric([event], value)
             yield counter
-        status = source.status()
+        # Only the groups that get series are described: walking 100,000 groups would
+        # hold the event loop for a second or more at every scrape.
+        status = source.status(max_groups=MAX_GROUP_SERIES)
         members = GaugeMetricFamily(
             "copycat_members", "Members this node sees, by state", labels=["state"]
         )
@@ -91,14 +98,13 @@ class _NodeCollector(Collector):
         for state, count in sorted(states.items()):
             members.add_metric([state], count)
         yield members
-        groups = status["groups"]
-        yield GaugeMetricFamily("copycat_groups", "Raft groups hosted here", value=len(groups))
-        ranked = sorted(groups, key=lambda g: (g["subscriber"] is None, g["group_id"]))
-        shown = ranked[:MAX_GROUP_SERIES]
+        shown = status["groups"]  # subscribed ones first, then by group id
+        total = status["groups_total"]
+        yield GaugeMetricFamily("copycat_groups", "Raft groups hosted here", value=total)
         yield GaugeMetricFamily(
             "copycat_group_series_omitted",
             f"Groups without series of their own (beyond {MAX_GROUP_SERIES})",
-            value=len(ranked) - len(shown),
+            value=total - len(shown),
         )
         label = ["data_structure"]
         gauges = {
@@ -210,12 +216,12 @@ class Observer:
                 head = await reader.readuntil(b"\r\n\r\n")
             if len(head) > MAX_REQUEST_BYTES:
                 raise ValueError("request head too large")
-            method, path, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-            path = path.split("?", 1)[0]
+            method, target, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            path, _, query = target.partition("?")
             if method == "POST" and path in self._actions:
                 code, kind, body = await self._post(path, head, reader, writer)
             else:
-                code, kind, body = self._route(method, path)
+                code, kind, body = self._route(method, path, query)
         except (TimeoutError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             code, kind, body = 400, "text/plain", b"bad request\n"
         except ConnectionError:
@@ -242,13 +248,13 @@ class Observer:
             await writer.drain()
         writer.close()
 
-    def _route(self, method: str, path: str) -> tuple[int, str, bytes]:
+    def _route(self, method: str, path: str, query: str = "") -> tuple[int, str, bytes]:
         if method != "GET":
             posts = "".join(f", POST {p}" for p in sorted(self._actions))
             return 405, "text/plain", f"GET only{posts}\n".encode()
         routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
             "/metrics": lambda: (200, "text/plain; version=0.0.4", self.metrics()),
-            "/status": lambda: (200, "application/json", _json(self._source.status())),
+            "/status": lambda: self._status(query),
             "/healthz": lambda: (200, "text/plain", b"ok\n"),
             "/readyz": self._ready,
         }
@@ -256,6 +262,21 @@ class Observer:
         if answer is None:
             return 404, "text/plain", b"not found: try /metrics, /status, /healthz, /readyz\n"
         return answer()
+
+    def _status(self, query: str) -> tuple[int, str, bytes]:
+        """`/status`, describing at most `DEFAULT_STATUS_GROUPS` groups unless the query
+        says `groups=N` or `groups=all`."""
+        limit: int | None = DEFAULT_STATUS_GROUPS
+        for name, _, value in (part.partition("=") for part in query.split("&") if part):
+            if name != "groups":
+                continue
+            if value == "all":
+                limit = None
+            elif value.isdigit() and len(value) <= 9:
+                limit = int(value)
+            else:
+                return 400, "text/plain", b"groups= takes a count or 'all'\n"
+        return 200, "application/json", _json(self._source.status(max_groups=limit))
 
     async def _post(
         self,

@@ -82,6 +82,12 @@ def test_metrics_status_and_health_of_a_real_node(procs: ProcessCluster) -> None
     assert (status["node"]["node_id"], status["node"]["name"]) == (1, "eu-1")
     # Names travel in gossip: node 1 shows every member by the name it was given.
     assert {m["node_id"]: m["name"] for m in status["members"]} == {i: f"eu-{i}" for i in (1, 2, 3)}
+    assert status["groups_total"] == len(status["groups"]) >= 1
+    none = json.loads(get(n1, "/status?groups=0")[1])
+    assert (none["groups"], none["groups_total"]) == ([], status["groups_total"])
+    # The subscribed group comes first when the groups are cut short.
+    (first,) = json.loads(get(n1, "/status?groups=1")[1])["groups"]
+    assert first["data_structure_id"] == ds
     (group,) = [g for g in status["groups"] if g["data_structure_id"] == ds]
     assert group["leader"] in (1, 2, 3)
     assert group["leader_name"] == f"eu-{group['leader']}"

@@ -257,9 +257,10 @@ class FakeNode:
         self._queried()
         return b"copycat_fake_cycles_total 1\n"
 
-    def status(self) -> dict[str, Any]:
+    def status(self, *, max_groups: int | None = None) -> dict[str, Any]:
         self._queried()
-        return {"node": {"node_id": self.node_id}, "members": [], "groups": []}
+        del max_groups
+        return {"node": {"node_id": self.node_id}, "members": [], "groups": [], "groups_total": 0}
 
     def readiness(self) -> list[str]:
         self._queried()

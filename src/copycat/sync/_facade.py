@@ -577,10 +577,15 @@ class CopyCat:
         (`copycat.CopyCat.metrics`). Waits up to `timeout` seconds (None: no limit)."""
         return self._query(lambda node: node.metrics(), timeout, "metrics()")
 
-    def status(self, *, timeout: float | None = DEFAULT_QUERY_TIMEOUT_S) -> dict[str, Any]:
-        """This node, its members and its groups as plain data
+    def status(
+        self,
+        *,
+        max_groups: int | None = None,
+        timeout: float | None = DEFAULT_QUERY_TIMEOUT_S,
+    ) -> dict[str, Any]:
+        """This node, its members and (at most `max_groups` of) its groups as plain data
         (`copycat.CopyCat.status`). Waits up to `timeout` seconds (None: no limit)."""
-        return self._query(lambda node: node.status(), timeout, "status()")
+        return self._query(lambda node: node.status(max_groups=max_groups), timeout, "status()")
 
     def readiness(self, *, timeout: float | None = DEFAULT_QUERY_TIMEOUT_S) -> list[str]:
         """Why this node is not ready to serve its subscribers (empty: ready); a node that

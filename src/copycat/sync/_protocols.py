@@ -138,8 +138,8 @@ class AsyncNode(Protocol):
         """Every metric in the Prometheus text format."""
         ...
 
-    def status(self) -> dict[str, Any]:
-        """The node, its members and its groups as plain data."""
+    def status(self, *, max_groups: int | None = None) -> dict[str, Any]:
+        """The node, its members and (at most `max_groups` of) its groups as plain data."""
         ...
 
     def readiness(self) -> list[str]:
