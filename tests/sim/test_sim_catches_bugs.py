@@ -36,7 +36,7 @@ NOT_CAUGHT_YET = {
 CAUGHT_AT = {
     # the control-plane issue's bugs
     "repair_shrinks_without_replacement": 9,  # removal without a replacement
-    "repair_on_gossip_alone": 58,  # the drop on hearsay
+    "repair_on_gossip_alone": 6,  # the drop on hearsay
     "create_without_cluster": 1,  # lone creation of a known id
     "snapshot_position_after_await": 1,  # the awaiting snapshot provider's position
     "offer_compacts_past_feed": 2,  # an offered snapshot compacting under a slow reader
@@ -45,10 +45,10 @@ CAUGHT_AT = {
     "host_sends_before_write": 6,
     # found by this simulator
     "feed_waits_with_items_buffered": 22,
-    "member_forgets_deleted_self": 1,
+    "member_forgets_deleted_self": 60,
     "known_nodes_not_durable": 25,
     "lookup_ignores_known_nodes": 25,
-    "gossip_never_reconnects": 3,
+    "gossip_never_reconnects": 51,
     "create_an_id_seen_hosted": 327,  # a second group for an id whose host is out of sight
 }
 
