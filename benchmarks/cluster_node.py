@@ -209,6 +209,28 @@ def node_commands(cc: CopyCat) -> Commands:
         rate, elapsed = await spread(chosen, arg(cmd, "count"), arg(cmd, "concurrency"))
         return {"event": "spread", "per_s": rate, "s": elapsed, "count": cmd["count"]}
 
+    profiler: list[object] = []
+
+    @commands.op("profile")
+    async def profile_op(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        """{"op": "profile", "path": P} starts profiling this node, {"op": "profile"}
+        stops and writes the profile to the path given at the start."""
+        import cProfile
+
+        path = cmd.get("path")
+        if path is not None:
+            prof = cProfile.Profile()
+            profiler[:] = [prof, str(path)]
+            prof.enable()
+        elif profiler:
+            prof, where = profiler
+            assert isinstance(prof, cProfile.Profile)
+            assert isinstance(where, str)
+            prof.disable()
+            prof.dump_stats(where)
+            profiler.clear()
+        return {"event": "profile"}
+
     return commands
 
 
