@@ -233,7 +233,11 @@ class StorageError(CopyCatError):
 
 class CorruptLogError(StorageError):
     """A stored record or snapshot failed its checksum. The data is refused, never
-    served; restore the node's data directory from a replica."""
+    served. When the group has other replicas, stop this node, move its data directory
+    aside (keep it for a report) and start the node on an empty one: it joins as a new
+    node and repair places replicas on it again from the others. Never copy another
+    node's data directory in: it holds that node's id. With no other replica left, see
+    `copycat recover` on the replica that survives."""
 
     def __init__(self, group: object, index: int | None, detail: str) -> None:
         where = f"group {group}" if index is None else f"group {group} index {index}"
@@ -364,5 +368,8 @@ class NotEnoughNodesError(CopyCatError):
 
 
 class InternalError(CopyCatError):
-    """A bug in CopyCat: an invariant broke. The affected group is stopped (fail closed);
-    the node and its other groups keep serving. Please file a report with the log."""
+    """A bug in CopyCat: an invariant broke. The affected group's member on this node is
+    stopped (fail closed): its waiting proposals fail with this error, new ones are
+    refused with it, its subscriber's stream ends and `errors()` reports it; the node
+    and its other groups keep serving. A restart of the node opens the group again.
+    Please file a report with the log (the line says "stopped by a bug")."""

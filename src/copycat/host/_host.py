@@ -46,6 +46,7 @@ from copycat.errors import (
     CopyCatError,
     CorruptLogError,
     GroupNotFoundError,
+    InternalError,
     MayHaveCommittedError,
     MessageTooLargeError,
     NotLeaderError,
@@ -545,6 +546,7 @@ class _Group:
         "retries",
         "retry_at",
         "retry_timer",
+        "stopped",
         "transfer_term",
         "waiters",
     )
@@ -598,6 +600,9 @@ class _Group:
         snapshot's. A snapshot carries the one in force at its own index (`conf_at`),
         which may lag raft's applied one."""
         self.refusal: CopyCatError | None = None
+        self.stopped: InternalError | None = None
+        """A bug stopped this member (`Host._stop_group`): it takes no message, tick or
+        proposal any more; the node and its other groups go on."""
         """Raised by every new proposal when set (a group found to be the younger of two
         under one id, see `Host.refuse_proposals`)."""
         self.heard: dict[int, float] = {}
@@ -750,6 +755,8 @@ class Host:
             "proposals_deduplicated": 0,
             "leader_changes": 0,
             "elections_started": 0,
+            "groups_stopped": 0,
+            "stopped_group_messages": 0,
             "read_barriers": 0,
             "read_index_rounds": 0,
         }
@@ -988,22 +995,15 @@ class Host:
         readies = []
         for gid in dirty:
             group = self.groups.get(gid)
-            if group is None:
+            if group is None or group.stopped is not None:
                 continue
-            if group.outbox:
-                batch_items, group.outbox = group.outbox, []
-                if group.raw.is_leader():
-                    own = self.config.node_id
-                    group.origins[own] = group.origins.get(own, 0) + len(batch_items)
-                    self._with_origins.add(gid)
-                try:
-                    group.raw.propose_many(batch_items)
-                except ProposalError:
-                    # No leader yet (or flow control): keep them for the moment a leader
-                    # is known (below), bounded; the retry timers resend anyway.
-                    group.outbox[:0] = batch_items[-MAX_HELD_PROPOSALS:]
-            if group.raw.has_ready():
-                readies.append((group, group.raw.ready()))
+            try:
+                ready = self._take_ready(group)
+            except InternalError as exc:
+                self._stop_group(group, exc)
+                continue
+            if ready is not None:
+                readies.append((group, ready))
         if not readies:
             return
         self.counters["cycles"] += 1
@@ -1035,47 +1035,101 @@ class Host:
         if batch:
             self._commit(batch)  # one transaction, one fsync, every group
         for group, rd in readies:
-            if not rd.send_before_persist:
-                self._send(group, rd)
-            if rd.snapshot is not None:
-                group.applied = rd.snapshot.metadata.index
-                group.restored_at = rd.snapshot.metadata.index
-                if group.feed is not None:
-                    group.feed.wake.set()  # LOAD_SNAPSHOT, even if no entry follows
-            if rd.committed_entries:
-                self._applied(group, rd.committed_entries)
-            group.raw.advance(rd)
-            if rd.read_states:
-                self._read_answered(group, rd)
-            if rd.snapshot is not None:
-                snap = rd.snapshot.metadata
-                group.rebase_confs(snap.index, snap.conf_state)
-            changes = [e.index for e in rd.committed_entries if e.kind == EntryKind.CONF_CHANGE]
-            if changes:  # raft applied them in `advance`: record where each holds
-                group.note_confs(changes, group.raw.conf_state())
-            if rd.snapshot is not None or changes:
-                self._check_still_member(group)
-            if group.campaign_wanted and group.raw.promotable():
-                group.campaign_wanted = False
-                group.raw.campaign()
-            if group.replaying:
-                if group.raw.has_ready():
-                    self._mark(group.gid)  # more of its log to apply first
-                else:
-                    group.replaying = False
-                    self._campaign_if_sole_voter(group)
-            if rd.soft_state is not None:
-                if rd.soft_state.role == Role.CANDIDATE:
-                    self.counters["elections_started"] += 1  # a real vote, past pre-vote
-                if rd.soft_state.leader_id:
-                    self._leader_known(group, rd.soft_state.leader_id)
-            if group.raw.has_ready() or (
-                group.outbox and rd.soft_state is not None and rd.soft_state.leader_id
-            ):
-                self._dirty.add(group.gid)
+            try:
+                self._after_write(group, rd)
+            except InternalError as exc:
+                self._stop_group(group, exc)
         if self._dirty and not self._cycle_scheduled:
             self._cycle_scheduled = True
             asyncio.get_running_loop().call_soon(self._run_cycle)
+
+    def _after_write(self, group: _Group, rd: Ready) -> None:
+        """What follows the write of `group`'s ready: send, apply, advance, and what
+        the applied entries change."""
+        if not rd.send_before_persist:
+            self._send(group, rd)
+        if rd.snapshot is not None:
+            group.applied = rd.snapshot.metadata.index
+            group.restored_at = rd.snapshot.metadata.index
+            if group.feed is not None:
+                group.feed.wake.set()  # LOAD_SNAPSHOT, even if no entry follows
+        if rd.committed_entries:
+            self._applied(group, rd.committed_entries)
+        group.raw.advance(rd)
+        if rd.read_states:
+            self._read_answered(group, rd)
+        if rd.snapshot is not None:
+            snap = rd.snapshot.metadata
+            group.rebase_confs(snap.index, snap.conf_state)
+        changes = [e.index for e in rd.committed_entries if e.kind == EntryKind.CONF_CHANGE]
+        if changes:  # raft applied them in `advance`: record where each holds
+            group.note_confs(changes, group.raw.conf_state())
+        if rd.snapshot is not None or changes:
+            self._check_still_member(group)
+        if group.campaign_wanted and group.raw.promotable():
+            group.campaign_wanted = False
+            group.raw.campaign()
+        if group.replaying:
+            if group.raw.has_ready():
+                self._mark(group.gid)  # more of its log to apply first
+            else:
+                group.replaying = False
+                self._campaign_if_sole_voter(group)
+        if rd.soft_state is not None:
+            if rd.soft_state.role == Role.CANDIDATE:
+                self.counters["elections_started"] += 1  # a real vote, past pre-vote
+            if rd.soft_state.leader_id:
+                self._leader_known(group, rd.soft_state.leader_id)
+        if group.raw.has_ready() or (
+            group.outbox and rd.soft_state is not None and rd.soft_state.leader_id
+        ):
+            self._dirty.add(group.gid)
+
+    def _stop_group(self, group: _Group, error: InternalError) -> None:
+        """A bug (an invariant of raft or of the host broke) in `group`: stop this member
+        and keep the node and its other groups going (fail closed). Its proposals fail
+        with `error`, new ones are refused with it, its subscriber's stream ends with it
+        (and `errors()` reports it), and it takes no message or tick any more. It stays
+        listed, so status shows it; a restart of the node opens it again."""
+        if group.stopped is not None:
+            return
+        group.stopped = error
+        group.refusal = error
+        self.counters["groups_stopped"] += 1
+        log.error(
+            "%s: stopped by a bug, the node and its other groups go on (please file a "
+            "report with this log): %s",
+            group_name(group.gid),
+            error,
+            exc_info=error,
+        )
+        self._awake.discard(group.gid)
+        self._dirty.discard(group.gid)
+        group.stop_retries()
+        for fut in group.waiters.values():
+            if not fut.done():
+                fut.set_exception(error)
+        self._fail_reads(group, error)
+        if group.feed is not None:
+            if group.feed.on_error is not None:
+                group.feed.on_error(error)
+            group.feed.shut(error)
+
+    def _take_ready(self, group: _Group) -> Ready | None:
+        """Hand `group`'s queued proposals to raft, then take its ready if it has one."""
+        if group.outbox:
+            batch_items, group.outbox = group.outbox, []
+            if group.raw.is_leader():
+                own = self.config.node_id
+                group.origins[own] = group.origins.get(own, 0) + len(batch_items)
+                self._with_origins.add(group.gid)
+            try:
+                group.raw.propose_many(batch_items)
+            except ProposalError:
+                # No leader yet (or flow control): keep them for the moment a leader
+                # is known (below), bounded; the retry timers resend anyway.
+                group.outbox[:0] = batch_items[-MAX_HELD_PROPOSALS:]
+        return group.raw.ready() if group.raw.has_ready() else None
 
     def _leader_known(self, group: _Group, leader: int) -> None:
         """`leader` leads `group` now: when it is not the leader seen before, resend every
@@ -1187,6 +1241,7 @@ class Host:
                 log.warning("could not write deferred commit indexes: %s", exc)
         quiesce_after = self.config.quiesce_after_ticks
         settled = []
+        broken: list[tuple[_Group, InternalError]] = []
         for gid in self._awake:
             group = self.groups.get(gid)
             if group is None:
@@ -1201,8 +1256,14 @@ class Host:
                 if group.idle_ticks >= quiesce_after and self._may_quiesce(group):
                     settled.append(gid)
                     continue
-            group.raw.tick()
+            try:
+                group.raw.tick()
+            except InternalError as exc:
+                broken.append((group, exc))
+                continue
             self._dirty.add(gid)
+        for stopped, error in broken:
+            self._stop_group(stopped, error)
         now = asyncio.get_running_loop().time()
         for gid in settled:
             self._awake.discard(gid)
@@ -1281,6 +1342,9 @@ class Host:
             if group is None:
                 self.counters["unknown_group_messages"] += 1
                 continue
+            if group.stopped is not None:
+                self.counters["stopped_group_messages"] += 1
+                continue
             group.heard[peer] = now
             if gid not in self._awake:
                 self.wake(gid)  # first: its quiet time counts when it judges a vote
@@ -1289,7 +1353,11 @@ class Host:
             elif isinstance(message, Propose) and group.raw.is_leader():
                 group.origins[peer] = group.origins.get(peer, 0) + len(message.entries)
                 self._with_origins.add(gid)
-            group.raw.step(message)
+            try:
+                group.raw.step(message)
+            except InternalError as exc:
+                self._stop_group(group, exc)
+                continue
             self._mark(gid)
 
     def _on_unreachable(self, peer: int, groups: frozenset[int] | None) -> None:
