@@ -22,7 +22,9 @@ What it measures, on three node processes on loopback (local preset, 100 ms tick
   proposal from a subscriber on the node, both counted from the restart;
 * `idle_cpu_pct`: CPU of one node hosting `--idle-groups` quiescent single-replica
   groups, over `--idle-seconds`, as a percentage of one core, and
-  `rss_mib_per_1000_groups`: the node's resident memory grown per 1,000 of them.
+  `rss_mib_per_1000_groups`: the node's resident memory grown per 1,000 of them, and
+  `scrape_metrics_ms` / `scrape_status_ms`: how long that node's event loop spends
+  building what `/metrics` and `/status` serve.
 
 How to run (a few minutes; `--parts` picks a subset):
 
@@ -188,9 +190,10 @@ def run_throughput(
                 node.stop()
 
 
-def run_idle(groups: int, seconds: float) -> tuple[float, int, float]:
-    """(CPU % of one core, groups quiescent, RSS MiB per 1,000 groups) of one node
-    hosting `groups` idle single-replica groups."""
+def run_idle(groups: int, seconds: float) -> tuple[float, int, float, float, float]:
+    """(CPU % of one core, groups quiescent, RSS MiB per 1,000 groups, ms to build
+    `/metrics`, ms to build `/status`) of one node hosting `groups` idle single-replica
+    groups."""
     with tempfile.TemporaryDirectory() as tmp:
         node = Node(1, Path(tmp), [], durable=False)
         try:
@@ -210,7 +213,15 @@ def run_idle(groups: int, seconds: float) -> tuple[float, int, float]:
             after = node.wait("cpu", 30)
             cpu = float(after["cpu_s"]) - float(before["cpu_s"])  # type: ignore[arg-type]
             per_1000 = (float(after["rss_mib"]) - empty) * 1000 / groups  # type: ignore[arg-type]
-            return 100.0 * cpu / seconds, int(after["quiescent"]), per_1000  # type: ignore[call-overload]
+            node.send(op="scrape")
+            scrape = node.wait("scrape", 120)
+            return (
+                100.0 * cpu / seconds,
+                int(after["quiescent"]),  # type: ignore[call-overload]
+                per_1000,
+                float(scrape["metrics_ms"]),  # type: ignore[arg-type]
+                float(scrape["status_ms"]),  # type: ignore[arg-type]
+            )
         finally:
             node.kill()
 
@@ -334,12 +345,15 @@ def main() -> None:
         }
     if "idle" in parts:
         say(f"idle: {args.idle_groups} groups on one node for {args.idle_seconds} s")
-        idle_pct, quiescent, rss_per_1000 = run_idle(args.idle_groups, args.idle_seconds)
+        idle = run_idle(args.idle_groups, args.idle_seconds)
+        idle_pct, quiescent, rss_per_1000, metrics_ms, status_ms = idle
         out |= {
             "idle_cpu_pct": round(idle_pct, 2),
             "idle_groups": args.idle_groups,
             "idle_groups_quiescent": quiescent,
             "rss_mib_per_1000_groups": round(rss_per_1000, 2),
+            "scrape_metrics_ms": round(metrics_ms, 1),
+            "scrape_status_ms": round(status_ms, 1),
         }
     out |= {
         "nodes": 3,

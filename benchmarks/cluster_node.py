@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import copycat
 from copycat import LOAD_SNAPSHOT, Config, CopyCat, Subscription
+from copycat._observe import DEFAULT_STATUS_GROUPS
 from copycat.testing.worker import Commands, add_node_ops, emit
 
 if TYPE_CHECKING:
@@ -208,6 +209,19 @@ def node_commands(cc: CopyCat) -> Commands:
         chosen = list(subs.values())
         rate, elapsed = await spread(chosen, arg(cmd, "count"), arg(cmd, "concurrency"))
         return {"event": "spread", "per_s": rate, "s": elapsed, "count": cmd["count"]}
+
+    @commands.op("scrape")
+    async def scrape(cmd: Mapping[str, object]) -> Mapping[str, object]:
+        """How long what `/metrics` and `/status` serve takes to build, in ms (the
+        event loop waits that long at every scrape)."""
+        del cmd
+        started = time.perf_counter()
+        cc.metrics()
+        metrics_ms = (time.perf_counter() - started) * 1e3
+        started = time.perf_counter()
+        cc.status(max_groups=DEFAULT_STATUS_GROUPS)
+        status_ms = (time.perf_counter() - started) * 1e3
+        return {"event": "scrape", "metrics_ms": metrics_ms, "status_ms": status_ms}
 
     profiler: list[object] = []
 
