@@ -70,6 +70,7 @@ class Leave:
         total = len(host.groups)
         failed: list[int] = []
         progress = loop.create_task(self._log_progress(total))
+        closing = False
         try:
             semaphore = asyncio.Semaphore(LEAVE_CONCURRENCY)
 
@@ -84,10 +85,14 @@ class Leave:
                 await asyncio.gather(*(one(gid) for gid in sorted(host.groups)))
                 if not host.groups or failed or loop.time() >= deadline:
                     break
+        except GeneratorExit:
+            closing = True  # dropped unfinished (its node's loop is gone): no await
+            raise
         finally:
             progress.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await progress
+            if not closing:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await progress
         return failed
 
     async def _log_progress(self, total: int) -> None:
