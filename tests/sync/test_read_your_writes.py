@@ -133,3 +133,22 @@ def test_the_reader_waiting_on_itself_raises_instead_of_hanging(
     assert len(errors) == 1
     assert [s.log for s in factory.nodes[-1].subscriptions] == [[b"a"]]
     sub.close()
+
+
+def test_a_reader_that_does_not_come_back_times_out_naming_the_caller_s_timeout(
+    cc: copycat.sync.CopyCat,
+) -> None:
+    from copycat.errors import ReadTimeoutError
+
+    sub = cc.subscribe(cc.new_data_structure_id(), lambda: b"")
+    reader = HoldingReader(sub, hold_at=b"a")
+    try:
+        first = sub.propose(b"a")
+        assert reader.holding.wait(SAFETY_S)
+        with pytest.raises(ReadTimeoutError) as raised:
+            sub.wait_delivered(first, timeout=0.3)
+        assert "within 0.3 s" in str(raised.value), str(raised.value)
+        assert raised.value.index == first
+    finally:
+        reader.release.set()
+        sub.close()

@@ -338,7 +338,7 @@ class Subscription:
         position = self._facade._call(
             lambda: inner.read_barrier(timeout_s=limit), self._grace(timeout), "read_barrier()"
         )
-        self._wait_reader(position, deadline, "read_barrier()")
+        self._wait_reader(position, deadline, timeout, "read_barrier()")
         return position
 
     def wait_delivered(self, position: int, timeout: float | None = None) -> None:
@@ -365,7 +365,7 @@ class Subscription:
             self._grace(timeout),
             "wait_delivered()",
         )
-        self._wait_reader(position, deadline, "wait_delivered()")
+        self._wait_reader(position, deadline, timeout, "wait_delivered()")
 
     @property
     def position(self) -> int:
@@ -386,9 +386,13 @@ class Subscription:
         is a backstop a little later (the loop thread may be slow to answer)."""
         return None if timeout is None else timeout + CANCEL_GRACE_S
 
-    def _wait_reader(self, position: int, deadline: float | None, what: str) -> None:
-        """Wait until the reader of `commits` (not only the facade) passed `position`."""
-        limit = self._limit(None)
+    def _wait_reader(
+        self, position: int, deadline: float | None, timeout: float | None, what: str
+    ) -> None:
+        """Wait until the reader of `commits` (not only the facade) passed `position`,
+        until `deadline` (None: `proposal_timeout_s` from now); `timeout` is what the
+        caller asked for, which the error names."""
+        limit = self._limit(timeout)
         end = time.monotonic() + limit if deadline is None else deadline
         floor = self._commits._wait_floor(position, end, what)
         if floor is not None:
