@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Final
 import msgpack
 
 from copycat.errors import ConfChangeError, InternalError
+from copycat.host._raftlog import MetadataOnlyLog
 from copycat.raft import (
     ConfChange,
     ConfState,
@@ -139,14 +140,11 @@ class ForcedConf:
         return self.hard_state.commit
 
 
-class _AllCommitted:
+class _AllCommitted(MetadataOnlyLog):
     """A member's stored log seen as if all of it were committed (the throwaway replay's
     storage)."""
 
-    __slots__ = ("_log",)
-
-    def __init__(self, group_log: GroupLog) -> None:
-        self._log = group_log
+    __slots__ = ()
 
     def initial_state(self) -> tuple[HardState, ConfState]:
         hard, conf = self._log.initial_state()
@@ -157,18 +155,6 @@ class _AllCommitted:
         change among them (raft takes a shorter list as cut by the limit): so every
         ready of the replay ends at a change, and the configuration after each is seen."""
         return _through_first_change(self._log.entries(lo, hi, max_bytes))
-
-    def term(self, index: int) -> int:
-        return self._log.term(index)
-
-    def first_index(self) -> int:
-        return self._log.first_index()
-
-    def last_index(self) -> int:
-        return self._log.last_index()
-
-    def snapshot(self) -> Snapshot:
-        return Snapshot(metadata=self._log.snapshot_metadata())
 
 
 class _Tail:

@@ -57,6 +57,7 @@ from copycat.errors import (
     TransportError,
 )
 from copycat.host._force import ForcedConf, plan_sole_voter
+from copycat.host._raftlog import MetadataOnlyLog
 from copycat.host._rule import ReplicaRule
 from copycat.host._sessions import (
     SESSION_ID_BYTES,
@@ -118,34 +119,6 @@ def _parse_snapshot_payload(raw: bytes, group: int, index: int) -> tuple[bytes, 
     if fmt != SNAPSHOT_FORMAT or not isinstance(table, bytes) or not isinstance(user, bytes):
         raise CorruptLogError(group, index, "malformed snapshot payload")
     return table, user
-
-
-class _MetadataOnlyLog:
-    """The raft core's view of a group's stored log: snapshot data stays in its file
-    (it is streamed when shipped), so `snapshot()` carries metadata only."""
-
-    __slots__ = ("_log",)
-
-    def __init__(self, group_log: GroupLog) -> None:
-        self._log = group_log
-
-    def initial_state(self) -> tuple[HardState, ConfState]:
-        return self._log.initial_state()
-
-    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
-        return self._log.entries(lo, hi, max_bytes)
-
-    def term(self, index: int) -> int:
-        return self._log.term(index)
-
-    def first_index(self) -> int:
-        return self._log.first_index()
-
-    def last_index(self) -> int:
-        return self._log.last_index()
-
-    def snapshot(self) -> Snapshot:
-        return Snapshot(metadata=self._log.snapshot_metadata())
 
 
 @dataclass(slots=True)
@@ -824,7 +797,7 @@ class Host:
 
     def _open(self, gid: int) -> _Group:
         group_log = self.store.group(gid)
-        raw = RawNode(self._raft_config(), _MetadataOnlyLog(group_log))
+        raw = RawNode(self._raft_config(), MetadataOnlyLog(group_log))
         group = _Group(gid, raw, group_log)
         retired = self._recall(gid) if self._recall is not None else None
         if retired is not None:
@@ -879,7 +852,7 @@ class Host:
         else:
             # An empty member opened a moment earlier (a subscriber's join that raced the
             # creation): it has heard from no one, so it restarts from the new log.
-            existing.raw = RawNode(self._raft_config(), _MetadataOnlyLog(existing.log))
+            existing.raw = RawNode(self._raft_config(), MetadataOnlyLog(existing.log))
             self._awake.add(gid)
             self._mark(gid)
 
@@ -911,7 +884,7 @@ class Host:
             plan.recovery_index,
             plan.new_term,
         )
-        group.raw = RawNode(self._raft_config(), _MetadataOnlyLog(group.log))
+        group.raw = RawNode(self._raft_config(), MetadataOnlyLog(group.log))
         snapshot = group.log.snapshot_metadata()
         # The restarted member applies its log again from its snapshot (raft rebuilds
         # its configuration so); the feed goes on from its own position.

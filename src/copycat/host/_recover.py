@@ -228,20 +228,7 @@ class Recovery:
         in_flight = len(group.waiters)
         ds = str(DataStructureId.from_int(gid))
         if dry_run:
-            return RecoveryReport(
-                data_structure_id=ds,
-                node_id=host.config.node_id,
-                recovered=False,
-                voters_before=_voters(planned),
-                unreachable_voters=tuple(sorted(evidence)),
-                evidence=evidence,
-                last_index=planned.last_index,
-                commit_index=planned.commit_index,
-                kept_uncommitted=planned.last_index - planned.commit_index,
-                recovery_index=0,
-                term=0,
-                in_flight_proposals=in_flight,
-            )
+            return _report(ds, host.config.node_id, planned, evidence, in_flight)
         plan = host.force_sole_voter(gid)
         cfg = host.config
         loop = asyncio.get_running_loop()
@@ -252,21 +239,37 @@ class Recovery:
                 break
             await asyncio.sleep(cfg.tick_interval_s)
         status = host.group_status(gid)
-        return RecoveryReport(
-            data_structure_id=ds,
-            node_id=host.config.node_id,
-            recovered=True,
-            voters_before=_voters(plan),
-            unreachable_voters=tuple(sorted(evidence)),
-            evidence=evidence,
-            last_index=plan.last_index,
-            commit_index=plan.commit_index,
-            kept_uncommitted=plan.last_index - plan.commit_index,
-            recovery_index=plan.recovery_index,
-            term=plan.new_term,
-            in_flight_proposals=in_flight,
-            leader=status is not None and status.is_leader,
-        )
+        leads = status is not None and status.is_leader
+        return _report(ds, cfg.node_id, plan, evidence, in_flight, done=True, leader=leads)
+
+
+def _report(
+    ds: str,
+    node_id: int,
+    plan: ForcedConf,
+    evidence: dict[int, str],
+    in_flight: int,
+    *,
+    done: bool = False,
+    leader: bool = False,
+) -> RecoveryReport:
+    """The report of `plan`: carried out (`done`), or only planned (a dry run: no
+    recovery entry and no new term yet)."""
+    return RecoveryReport(
+        data_structure_id=ds,
+        node_id=node_id,
+        recovered=done,
+        voters_before=_voters(plan),
+        unreachable_voters=tuple(sorted(evidence)),
+        evidence=evidence,
+        last_index=plan.last_index,
+        commit_index=plan.commit_index,
+        kept_uncommitted=plan.last_index - plan.commit_index,
+        recovery_index=plan.recovery_index if done else 0,
+        term=plan.new_term if done else 0,
+        in_flight_proposals=in_flight,
+        leader=leader,
+    )
 
 
 def _voters(plan: ForcedConf) -> tuple[int, ...]:
