@@ -42,20 +42,9 @@ def test_an_isolated_old_leader_does_not_answer_a_lease_read_stale() -> None:
     running at the same rate, a leader cut off from the others must stop answering from
     its lease before the others may elect a new leader. Check-quorum alone lets it lead
     for up to two election timeouts, while followers grant votes after one."""
-    # init: node 1 leads a group of three and commits an entry
-    net = Network((1, 2, 3), **LEASE)
-    old = net.elect(1)
-    net.propose(1, b"x")
-    old_commit = old.commit
-
-    # act 1: cut node 1 off; let time pass until the others elect a new leader
-    net.isolate(1)
-    for _ in range(4 * ELECTION_TICKS):
-        net.tick_all(1)
-        if any(net[i].role == Role.LEADER for i in (2, 3)):
-            break
-    (new_id,) = [i for i in (2, 3) if net[i].role == Role.LEADER]
-    net.propose(new_id, b"y")
+    # init and act 1: node 1 led and committed; cut off, the others elect and commit more
+    net, old_commit, new_id = _old_leader_cut_off()
+    old = net[1]
     assert net[new_id].commit > old_commit
 
     # the old leader has not noticed yet (check-quorum has not stepped it down)
@@ -75,7 +64,25 @@ def test_the_deliberate_bug_brings_the_stale_read_back() -> None:
     lease is check-quorum alone): the old leader answers at its old commit index while
     the new leader has committed more. Shows the scenario reaches the unsafe moment."""
     # init
-    net = Network((1, 2, 3), bugs=DeliberateBugs(stale_lease_reads=True), **LEASE)
+    net, old_commit, new_id = _old_leader_cut_off(DeliberateBugs(stale_lease_reads=True))
+    old = net[1]
+    assert old.role == Role.LEADER
+
+    # act
+    net.raw(1).read_index(b"stale")
+    net.stabilize()
+
+    # check
+    assert old.read_states == [ReadState(index=old_commit, context=b"stale")]
+    assert old_commit < net[new_id].commit
+
+
+def _old_leader_cut_off(bugs: DeliberateBugs | None = None) -> tuple[Network, int, int]:
+    """Node 1 leads {1, 2, 3} and commits an entry, then is cut off; time passes until
+    the others elect a new leader, which commits one more. Returns the network, node
+    1's commit index before the cut, and the new leader's id."""
+    extra = {} if bugs is None else {"bugs": bugs}
+    net = Network((1, 2, 3), **LEASE, **extra)
     old = net.elect(1)
     net.propose(1, b"x")
     old_commit = old.commit
@@ -86,15 +93,7 @@ def test_the_deliberate_bug_brings_the_stale_read_back() -> None:
             break
     (new_id,) = [i for i in (2, 3) if net[i].role == Role.LEADER]
     net.propose(new_id, b"y")
-    assert old.role == Role.LEADER
-
-    # act
-    net.raw(1).read_index(b"stale")
-    net.stabilize()
-
-    # check
-    assert old.read_states == [ReadState(index=old_commit, context=b"stale")]
-    assert old_commit < net[new_id].commit
+    return net, old_commit, new_id
 
 
 def _leader_past_its_first_lease() -> Network:
